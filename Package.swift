@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// System libraries come from Debian packages (see Tools/install-deps.sh); each is wrapped
+// as a system-library target so the Swift code imports a module, never a raw header path.
+let package = Package(
+    name: "ModelZoo",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "ModelZoo", targets: ["ModelZoo"]),
+        .executable(name: "zoo", targets: ["zoo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        // oneDNN ships no pkg-config file: the module map links `dnnl` directly.
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .target(name: "ModelZoo", dependencies: []),
+        .executableTarget(
+            name: "zoo",
+            dependencies: [
+                "ModelZoo",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "ModelZooTests", dependencies: ["ModelZoo"]),
+    ]
+)

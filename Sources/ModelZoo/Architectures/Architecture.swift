@@ -1,0 +1,156 @@
+/// One classic network, declared once as data. The table printer, the weight mappings,
+/// `verify`, the engine and the writers all read this, so they cannot disagree.
+public struct Architecture: Sendable {
+    public enum Family: String, Sendable, Codable, CaseIterable {
+        case lenet = "LeNet", alexnet = "AlexNet", zfnet = "ZFNet", vgg = "VGG"
+        case googlenet = "GoogLeNet", resnet = "ResNet"
+    }
+
+    /// How images are turned into the input tensor for weights trained with this spec.
+    public enum Preprocessing: String, Sendable, Codable {
+        /// Resize 256, centre crop 224, RGB in [0,1], ImageNet mean/std.
+        case torchvision
+        /// BGR, 0-255, per-channel ImageNet mean subtracted (Caffe and Keras "caffe" mode).
+        case caffe
+        /// One grey channel in [0,1] at the network's input size.
+        case grayscaleUnit = "grayscale"
+    }
+
+    /// Stable id used on the command line (`vgg16`, `resnet50-keras`).
+    public let id: String
+    /// Human name, e.g. "VGG16".
+    public let title: String
+    public let family: Family
+    /// Which variant of the family this is and whose weights it matches.
+    public let variant: String
+    /// Where the canonical parameter names come from.
+    public let namingSource: String
+    public let inputChannels: Int
+    public let defaultInputSize: Size2
+    /// False when the classifier is sized for one input (no adaptive pooling before it).
+    public let acceptsOtherInputSizes: Bool
+    public let defaultClasses: Int
+    /// The final FC layer, replaced by transfer learning.
+    public let headLayer: String
+    /// Learnable parameters at the default class count, as published; nil where the only
+    /// source is a graph file (tests compare against that file).
+    public let publishedParameters: Int?
+    public let preprocessing: Preprocessing
+    /// Other ids users might type for this spec.
+    public let aliases: [String]
+    private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
+
+    public init(id: String, title: String, family: Family, variant: String, namingSource: String,
+                inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,
+                defaultClasses: Int = 1000, headLayer: String, publishedParameters: Int?,
+                preprocessing: Preprocessing, aliases: [String] = [],
+                layers: @escaping @Sendable (_ classes: Int) -> [Layer]) {
+        self.id = id; self.title = title; self.family = family; self.variant = variant
+        self.namingSource = namingSource; self.inputChannels = inputChannels
+        self.defaultInputSize = defaultInputSize; self.acceptsOtherInputSizes = acceptsOtherInputSizes
+        self.defaultClasses = defaultClasses; self.headLayer = headLayer
+        self.publishedParameters = publishedParameters; self.preprocessing = preprocessing
+        self.aliases = aliases; self.makeLayers = layers
+    }
+
+    /// The layer list for a given head size.
+    public func layers(classes: Int? = nil) -> [Layer] {
+        makeLayers(classes ?? defaultClasses)
+    }
+}
+
+/// Declares a network layer by layer. Each call appends a layer reading from the previous
+/// one (or from `from:`) and returns its name, so Inception branches and ResNet shortcuts
+/// read like the diagrams they come from.
+public final class NetworkBuilder {
+    public private(set) var layers: [Layer] = []
+    /// The layer the next call reads from when `from:` is not given.
+    public var current: String = Layer.networkInput
+
+    public init() {}
+
+    @discardableResult
+    private func add(_ name: String, _ op: LayerOp, from: [String]?, _ act: Activation?) -> String {
+        layers.append(Layer(name: name, op: op, inputs: from ?? [current], activation: act))
+        current = name
+        return name
+    }
+
+    @discardableResult
+    public func conv(_ name: String, _ out: Int, kernel: Int, stride: Int = 1, pad: Int = 0,
+                     groups: Int = 1, bias: Bool = true, act: Activation? = nil,
+                     from: String? = nil) -> String {
+        conv(name, out, kernel: Size2(kernel), stride: Size2(stride), padding: Padding(pad),
+             groups: groups, bias: bias, act: act, from: from)
+    }
+
+    @discardableResult
+    public func conv(_ name: String, _ out: Int, kernel: Size2, stride: Size2, padding: Padding,
+                     groups: Int = 1, bias: Bool = true, act: Activation? = nil,
+                     from: String? = nil) -> String {
+        let spec = ConvSpec(outChannels: out, kernel: kernel, stride: stride, padding: padding,
+                            groups: groups, bias: bias)
+        return add(name, .conv(spec), from: from.map { [$0] }, act)
+    }
+
+    @discardableResult
+    public func batchNorm(_ name: String, epsilon: Double, act: Activation? = nil,
+                          from: String? = nil) -> String {
+        add(name, .batchNorm(epsilon: epsilon), from: from.map { [$0] }, act)
+    }
+
+    @discardableResult
+    public func maxPool(_ name: String, kernel: Int, stride: Int, pad: Int = 0, ceil: Bool = false,
+                        from: String? = nil) -> String {
+        maxPool(name, kernel: kernel, stride: stride, padding: Padding(pad), ceil: ceil, from: from)
+    }
+
+    @discardableResult
+    public func maxPool(_ name: String, kernel: Int, stride: Int, padding: Padding, ceil: Bool = false,
+                        from: String? = nil) -> String {
+        let spec = PoolSpec(kernel: Size2(kernel), stride: Size2(stride), padding: padding,
+                            ceilMode: ceil, countIncludePad: false)
+        return add(name, .maxPool(spec), from: from.map { [$0] }, nil)
+    }
+
+    @discardableResult
+    public func avgPool(_ name: String, kernel: Int, stride: Int, padding: Padding = .zero,
+                        ceil: Bool = false, countIncludePad: Bool = true, from: String? = nil) -> String {
+        let spec = PoolSpec(kernel: Size2(kernel), stride: Size2(stride), padding: padding,
+                            ceilMode: ceil, countIncludePad: countIncludePad)
+        return add(name, .avgPool(spec), from: from.map { [$0] }, nil)
+    }
+
+    @discardableResult
+    public func adaptiveAvgPool(_ name: String, _ size: Int) -> String {
+        add(name, .adaptiveAvgPool(Size2(size)), from: nil, nil)
+    }
+
+    @discardableResult
+    public func lrn(_ name: String, size: Int, alpha: Double, beta: Double, k: Double) -> String {
+        add(name, .lrn(LRNSpec(size: size, alpha: alpha, beta: beta, k: k)), from: nil, nil)
+    }
+
+    @discardableResult
+    public func flatten(_ name: String = "flatten") -> String { add(name, .flatten, from: nil, nil) }
+
+    @discardableResult
+    public func linear(_ name: String, _ out: Int, bias: Bool = true, act: Activation? = nil) -> String {
+        add(name, .linear(outFeatures: out, bias: bias), from: nil, act)
+    }
+
+    @discardableResult
+    public func dropout(_ name: String, _ rate: Double) -> String {
+        add(name, .dropout(rate: rate), from: nil, nil)
+    }
+
+    @discardableResult
+    public func concat(_ name: String, _ inputs: [String]) -> String {
+        add(name, .concat, from: inputs, nil)
+    }
+
+    @discardableResult
+    public func add(_ name: String, _ inputs: [String], act: Activation? = nil) -> String {
+        add(name, .add, from: inputs, act)
+    }
+}

@@ -1,0 +1,97 @@
+extension Architecture {
+    enum ResNetBlock { case basic, bottleneck }
+
+    /// Where a downsampling bottleneck puts its stride: on the first 1x1 (v1: the paper,
+    /// Caffe, Keras) or on the 3x3 (v1.5: torchvision).
+    enum ResNetStride { case onFirst1x1, on3x3 }
+
+    static let resnetDepths: [Int: (ResNetBlock, [Int])] = [
+        18: (.basic, [2, 2, 2, 2]), 34: (.basic, [3, 4, 6, 3]),
+        50: (.bottleneck, [3, 4, 6, 3]), 101: (.bottleneck, [3, 4, 23, 3]),
+        152: (.bottleneck, [3, 8, 36, 3]),
+    ]
+
+    static let resnetPublished: [Int: Int] = [
+        18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808,
+    ]
+
+    /// ResNet with torchvision's module names for every variant, so one mapping per source
+    /// covers them all. `convBias` and `epsilon` carry the Keras differences.
+    static func resnet(depth: Int, id: String, variant: String, stride: ResNetStride,
+                       convBias: Bool, epsilon: Double, published: Int?, aliases: [String],
+                       preprocessing: Preprocessing) -> Architecture {
+        Architecture(
+            id: id, title: "ResNet\(depth)", family: .resnet, variant: variant,
+            namingSource: "torchvision state_dict",
+            defaultInputSize: Size2(224), acceptsOtherInputSizes: true,
+            headLayer: "fc", publishedParameters: published,
+            preprocessing: preprocessing, aliases: aliases
+        ) { classes in
+            let (kind, counts) = resnetDepths[depth]!
+            let b = NetworkBuilder()
+            b.conv("conv1", 64, kernel: 7, stride: 2, pad: 3, bias: convBias)
+            b.batchNorm("bn1", epsilon: epsilon, act: .relu)
+            b.maxPool("maxpool", kernel: 3, stride: 2, pad: 1)
+            var inChannels = 64
+            for (stage, blocks) in counts.enumerated() {
+                let width = 64 << stage
+                let outChannels = kind == .basic ? width : width * 4
+                for block in 0..<blocks {
+                    let name = "layer\(stage + 1).\(block)"
+                    let s = (block == 0 && stage > 0) ? 2 : 1
+                    let input = b.current
+                    switch kind {
+                    case .basic:
+                        b.conv(name + ".conv1", width, kernel: 3, stride: s, pad: 1, bias: convBias, from: input)
+                        b.batchNorm(name + ".bn1", epsilon: epsilon, act: .relu)
+                        b.conv(name + ".conv2", width, kernel: 3, pad: 1, bias: convBias)
+                        b.batchNorm(name + ".bn2", epsilon: epsilon)
+                    case .bottleneck:
+                        let s1 = stride == .onFirst1x1 ? s : 1
+                        let s3 = stride == .on3x3 ? s : 1
+                        b.conv(name + ".conv1", width, kernel: 1, stride: s1, bias: convBias, from: input)
+                        b.batchNorm(name + ".bn1", epsilon: epsilon, act: .relu)
+                        b.conv(name + ".conv2", width, kernel: 3, stride: s3, pad: 1, bias: convBias)
+                        b.batchNorm(name + ".bn2", epsilon: epsilon, act: .relu)
+                        b.conv(name + ".conv3", outChannels, kernel: 1, bias: convBias)
+                        b.batchNorm(name + ".bn3", epsilon: epsilon)
+                    }
+                    let residual = b.current
+                    var shortcut = input
+                    if s != 1 || inChannels != outChannels {
+                        b.conv(name + ".downsample.0", outChannels, kernel: 1, stride: s, bias: convBias, from: input)
+                        shortcut = b.batchNorm(name + ".downsample.1", epsilon: epsilon)
+                    }
+                    b.add(name, [residual, shortcut], act: .relu)
+                    inChannels = outChannels
+                }
+            }
+            b.adaptiveAvgPool("avgpool", 1)
+            b.flatten()
+            b.linear("fc", classes)
+            return b.layers
+        }
+    }
+
+    static func resnetTorchvision(_ depth: Int) -> Architecture {
+        resnet(depth: depth, id: "resnet\(depth)",
+               variant: depth >= 50 ? "torchvision v1.5 (stride on the 3x3)" : "torchvision",
+               stride: .on3x3, convBias: false, epsilon: 1e-5,
+               published: resnetPublished[depth], aliases: ["resnet-\(depth)"],
+               preprocessing: .torchvision)
+    }
+
+    /// keras.applications.ResNet50: v1 (stride on the first 1x1), biases on every conv,
+    /// BN epsilon 1.001e-5, Caffe-style BGR preprocessing.
+    static let resnet50Keras = resnet(
+        depth: 50, id: "resnet50-keras", variant: "v1 as Keras builds it (conv biases, stride on the 1x1)",
+        stride: .onFirst1x1, convBias: true, epsilon: 1.001e-5, published: 25_583_592,
+        aliases: ["resnet50-v1-keras"], preprocessing: .caffe)
+
+    /// The ONNX model zoo's ResNet50 (Caffe2 export of the v1 net): no conv biases,
+    /// stride on the first 1x1, BN epsilon 1e-5.
+    static let resnet50Caffe2 = resnet(
+        depth: 50, id: "resnet50-caffe2", variant: "v1 as the ONNX zoo's Caffe2 export has it (no conv biases, stride on the 1x1)",
+        stride: .onFirst1x1, convBias: false, epsilon: 1e-5, published: 25_557_032,
+        aliases: ["resnet50-v1", "resnet50-onnxzoo"], preprocessing: .caffe)
+}

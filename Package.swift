@@ -24,7 +24,10 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
-        .target(name: "ModelZoo", dependencies: []),
+        // The ONNX messages, compiled by protoc-c from Proto/onnx.proto; regenerate with
+        // Tools/gen-onnx-proto.sh and commit the result.
+        .target(name: "CONNX", dependencies: ["CProtobufC"]),
+        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG"]),
         .executableTarget(
             name: "zoo",
             dependencies: [

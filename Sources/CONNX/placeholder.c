@@ -1,0 +1,1 @@
+/* placeholder until the generated onnx.pb-c.c lands */

@@ -1,0 +1,42 @@
+/// The formats a weight file can be in, as the readers tell them apart.
+public enum WeightFormat: String, Sendable, Codable {
+    case onnx
+    /// Keras 2 legacy HDF5: a full `model.save` file or a `save_weights` file.
+    case kerasH5 = "keras-h5"
+    /// Keras 3 `.weights.h5`: `layers/<name>/vars/<i>`.
+    case kerasWeightsH5 = "keras-weights-h5"
+    /// HDF5 with one dataset per tensor, as h5py users write by hand.
+    case hdf5
+    case safetensors
+    case npy
+}
+
+/// One tensor as a file declares it: the file's own name, shape and element type.
+/// Nothing is read until `WeightFile.load` is called.
+public struct TensorRecord: Sendable, Equatable {
+    public let name: String
+    public let shape: [Int]
+    public let dtype: DType
+    /// Bytes the data occupies in its stored type.
+    public let byteCount: Int
+
+    public init(name: String, shape: [Int], dtype: DType, byteCount: Int) {
+        self.name = name; self.shape = shape; self.dtype = dtype; self.byteCount = byteCount
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+}
+
+/// A weight file opened by a reader: a flat map from the file's own tensor names to
+/// records, with the data read on demand. Readers know formats, never models.
+public protocol WeightFile: AnyObject {
+    var path: String { get }
+    var format: WeightFormat { get }
+    /// Who wrote it, where the file says ("pytorch 2.5.0", "keras 3.15.1", "onnx-caffe2").
+    var producer: String? { get }
+    /// Every tensor, in the order the file holds them.
+    var tensors: [TensorRecord] { get }
+    /// The tensor's values as float32 (float16 and bfloat16 are widened; other types throw
+    /// `ZooError.badTensor`).
+    func load(_ name: String) throws -> Tensor
+}

@@ -34,6 +34,6 @@ let package = Package(
                 "ModelZoo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "ModelZooTests", dependencies: ["ModelZoo"]),
+        .testTarget(name: "ModelZooTests", dependencies: ["ModelZoo", "zoo"]),
     ]
 )

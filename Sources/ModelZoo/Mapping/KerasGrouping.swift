@@ -1,0 +1,114 @@
+/// Groups a Keras file's tensors into layers in creation order.
+///
+/// Keras 2 legacy files name tensors `<layer>/<scope>/kernel:0`; Keras 3 `.weights.h5`
+/// files name them `layers/<layer>/vars/<index>`, where the index's meaning depends on the
+/// layer kind (conv and dense: 0 kernel, 1 bias; BatchNorm: gamma, beta, moving mean,
+/// moving variance). HDF5 lists groups alphabetically, so `conv2d_10` comes before
+/// `conv2d_2`: layers are re-sorted by creation order before they are paired.
+public enum KerasGrouping {
+    public static func group(_ records: [TensorRecord]) -> (layers: [SourceLayer], loose: [TensorRecord]) {
+        var order: [String] = []
+        var byLayer: [String: [(String, TensorRecord)]] = [:]
+        var loose: [TensorRecord] = []
+        for record in records {
+            guard let (layer, leaf) = split(record.name) else { loose.append(record); continue }
+            if byLayer[layer] == nil { order.append(layer) }
+            byLayer[layer, default: []].append((leaf, record))
+        }
+        var layers: [SourceLayer] = []
+        for layer in order.sorted(by: { creationOrderKey($0).lexicographicallyPrecedes(creationOrderKey($1)) }) {
+            let entries = byLayer[layer] ?? []
+            guard let (kind, tensors) = classify(entries) else {
+                loose += entries.map(\.1)
+                continue
+            }
+            layers.append(SourceLayer(name: layer, kind: kind, layout: .keras, tensors: tensors))
+        }
+        return (layers, loose)
+    }
+
+    /// "layers/conv2d_3/vars/1" -> ("conv2d_3", "1"); "dense/dense/kernel:0" -> ("dense", "kernel").
+    /// Optimizer state and anything outside a layer returns nil.
+    static func split(_ name: String) -> (String, String)? {
+        let parts = name.split(separator: "/").map(String.init)
+        if parts.first == "optimizer" || parts.first == "optimizer_weights" { return nil }
+        if let v = parts.firstIndex(of: "vars"), v >= 1, v + 1 < parts.count {
+            let layerParts = parts[..<v].drop { $0 == "layers" || $0 == "model_weights" }
+            guard let layer = layerParts.last else { return nil }
+            return (layer, parts[v + 1])
+        }
+        let body = parts.drop { $0 == "model_weights" }
+        guard body.count >= 2, let first = body.first, let last = body.last else { return nil }
+        let leaf = last.hasSuffix(":0") ? String(last.dropLast(2)) : last
+        return (first, leaf)
+    }
+
+    /// Roles from Keras weight names, or from `vars` indices and shapes.
+    static func classify(_ entries: [(String, TensorRecord)]) -> (SourceLayer.Kind, [ParameterRole: TensorRecord])? {
+        var tensors: [ParameterRole: TensorRecord] = [:]
+        let named: [String: ParameterRole] = ["kernel": .weight, "bias": .bias, "gamma": .weight, "beta": .bias,
+                                              "moving_mean": .runningMean, "moving_variance": .runningVar]
+        if entries.allSatisfy({ named[$0.0] != nil }) {
+            for (leaf, record) in entries { if let role = named[leaf] { tensors[role] = record } }
+        } else if entries.allSatisfy({ Int($0.0) != nil }) {
+            let byIndex = entries.sorted { (Int($0.0) ?? 0) < (Int($1.0) ?? 0) }.map(\.1)
+            let first = byIndex.first?.shape.count
+            if first == 4 || first == 2 {
+                tensors[.weight] = byIndex.first
+                if byIndex.count > 1 { tensors[.bias] = byIndex[1] }
+                if byIndex.count > 2 { return nil }
+            } else if byIndex.count == 4 {
+                tensors[.weight] = byIndex[0]; tensors[.bias] = byIndex[1]
+                tensors[.runningMean] = byIndex[2]; tensors[.runningVar] = byIndex[3]
+            } else {
+                return nil
+            }
+        } else {
+            return nil
+        }
+        if tensors[.runningMean] != nil || tensors[.runningVar] != nil { return (.batchNorm, tensors) }
+        switch tensors[.weight]?.shape.count {
+        case 4?: return (.conv, tensors)
+        case 2?: return (.dense, tensors)
+        default: return nil
+        }
+    }
+
+    /// A sort key giving Keras creation order: numbers inside names compare as numbers
+    /// (`conv2d_2` < `conv2d_10`), and keras.applications ResNet's shortcut `_0_conv`,
+    /// created first, sorts after the block's main branch as in the canonical order.
+    static func creationOrderKey(_ name: String) -> [KeyPart] {
+        var key: [KeyPart] = []
+        var digits = "", letters = ""
+        func flush() {
+            if !letters.isEmpty { key.append(.text(letters)); letters = "" }
+            if !digits.isEmpty { key.append(.number(Int(digits.prefix(18)) ?? 0)); digits = "" }
+        }
+        let resnetShortcut = name.range(of: #"_block\d+_0_(conv|bn)$"#, options: .regularExpression) != nil
+        let adjusted = resnetShortcut ? name.replacingOccurrences(of: "_0_", with: "_9_") : name
+        for ch in adjusted {
+            if ch.isNumber {
+                if !letters.isEmpty { key.append(.text(letters)); letters = "" }
+                digits.append(ch)
+            } else {
+                if !digits.isEmpty { key.append(.number(Int(digits.prefix(18)) ?? 0)); digits = "" }
+                letters.append(ch)
+            }
+        }
+        flush()
+        // Unnumbered auto-names come first: `conv2d` before `conv2d_1`.
+        return key
+    }
+
+    enum KeyPart: Comparable {
+        case number(Int)
+        case text(String)
+    }
+}
+
+extension Array where Element == KerasGrouping.KeyPart {
+    func lexicographicallyPrecedes(_ other: [KerasGrouping.KeyPart]) -> Bool {
+        for (a, b) in zip(self, other) where a != b { return a < b }
+        return count < other.count
+    }
+}

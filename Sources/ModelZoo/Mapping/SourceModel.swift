@@ -1,0 +1,104 @@
+/// What a weight file holds, grouped into layers but still in the file's own names and
+/// layouts. Readers know formats; this knows how each exporter groups tensors into layers;
+/// `WeightMapping` then pairs these layers with an architecture's.
+public struct SourceLayer: Sendable {
+    public enum Kind: String, Sendable { case conv, dense, batchNorm }
+
+    /// How the file lays out this layer's weight.
+    public enum Layout: String, Sendable {
+        /// OIHW conv kernels, `[out, in]` dense (torch, ONNX, Caffe).
+        case canonical
+        /// HWIO conv kernels, `[in, out]` dense (Keras, TensorFlow).
+        case keras
+        /// `[in, out]` dense only: ONNX Gemm without transB, or MatMul.
+        case inOut
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var layout: Layout
+    /// Tensors by role (weight, bias, or BatchNorm's four).
+    public var tensors: [ParameterRole: TensorRecord]
+    /// Conv attributes the file's graph declares, when it has a graph.
+    public var graphConv: ConvSpec?
+    /// BatchNorm epsilon the file's graph declares.
+    public var graphEpsilon: Double?
+
+    public init(name: String, kind: Kind, layout: Layout, tensors: [ParameterRole: TensorRecord],
+                graphConv: ConvSpec? = nil, graphEpsilon: Double? = nil) {
+        self.name = name; self.kind = kind; self.layout = layout; self.tensors = tensors
+        self.graphConv = graphConv; self.graphEpsilon = graphEpsilon
+    }
+}
+
+/// Which non-linearities and pools the file's graph or config uses: evidence that settles
+/// variants the shapes cannot (LeNet's ReLU/max against tanh/average, LRN or not).
+public struct GraphEvidence: Sendable, Equatable {
+    public var hasGraph = false
+    public var relu = false, tanh = false
+    public var maxPool = false, avgPool = false
+    public var lrn = false
+    public var batchNorm = false
+    /// Conv + BatchNorm were fused by the exporter (torch.onnx.export in eval mode).
+    public var batchNormFolded = false
+    public init() {}
+}
+
+public struct SourceModel: Sendable {
+    public var layers: [SourceLayer]
+    /// Tensors that belong to no layer (shape constants, counters, optimizer state).
+    public var looseTensors: [TensorRecord]
+    public var evidence: GraphEvidence
+    /// Where the file came from, for the report ("torch.onnx.export", "Keras 3", ...).
+    public var convention: String
+
+    public init(layers: [SourceLayer], looseTensors: [TensorRecord], evidence: GraphEvidence, convention: String) {
+        self.layers = layers; self.looseTensors = looseTensors; self.evidence = evidence; self.convention = convention
+    }
+
+    public var learnableElementCount: Int {
+        layers.reduce(0) { total, layer in
+            total + layer.tensors.filter { !$0.key.isBuffer }.values.reduce(0) { $0 + $1.elementCount }
+        }
+    }
+}
+
+/// Groups tensors named `<module>.<role>` (torchvision state_dicts: safetensors, h5py files
+/// written from a state_dict, torch.onnx exports that kept the module names).
+public enum CanonicalNameGrouping {
+    public static func group(_ records: [TensorRecord]) -> (layers: [SourceLayer], loose: [TensorRecord]) {
+        var order: [String] = []
+        var byModule: [String: [ParameterRole: TensorRecord]] = [:]
+        var loose: [TensorRecord] = []
+        for record in records {
+            guard let dot = record.name.lastIndex(of: "."),
+                  let role = ParameterRole(rawValue: String(record.name[record.name.index(after: dot)...])) else {
+                loose.append(record)
+                continue
+            }
+            let module = String(record.name[..<dot])
+            if byModule[module] == nil { order.append(module) }
+            byModule[module, default: [:]][role] = record
+        }
+        var layers: [SourceLayer] = []
+        for module in order {
+            guard let tensors = byModule[module], let kind = inferKind(tensors) else {
+                loose += byModule[module]?.values.sorted { $0.name < $1.name } ?? []
+                continue
+            }
+            layers.append(SourceLayer(name: module, kind: kind, layout: .canonical, tensors: tensors))
+        }
+        return (layers, loose)
+    }
+
+    /// Conv kernels are rank 4, dense weights rank 2; BatchNorm has running statistics.
+    static func inferKind(_ tensors: [ParameterRole: TensorRecord]) -> SourceLayer.Kind? {
+        if tensors[.runningMean] != nil || tensors[.runningVar] != nil { return .batchNorm }
+        switch tensors[.weight]?.shape.count {
+        case 4?: return .conv
+        case 2?: return .dense
+        case 1?: return .batchNorm
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,23 @@
+/// Turns an opened file into a `SourceModel` by the conventions of whoever wrote it.
+public enum SourceModelBuilder {
+    public static func build(_ file: WeightFile) throws -> SourceModel {
+        switch file.format {
+        case .kerasH5, .kerasWeightsH5:
+            let (layers, loose) = KerasGrouping.group(file.tensors)
+            return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
+                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")
+        case .onnx:
+            return try onnxSource(file)
+        case .hdf5, .safetensors, .npy:
+            let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
+            return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
+                               convention: "torchvision state_dict names")
+        }
+    }
+
+    /// Grouping by names only, until the ONNX graph reader lands.
+    static func onnxSource(_ file: WeightFile) throws -> SourceModel {
+        let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
+        return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "ONNX")
+    }
+}

@@ -1,0 +1,307 @@
+/// How one source tensor becomes one canonical tensor.
+public enum LayoutTransform: Equatable, Sendable {
+    case none
+    /// Keras/TensorFlow conv kernel [kh, kw, in, out] to [out, in, kh, kw].
+    case hwioToOIHW
+    /// Dense [in, out] to [out, in].
+    case transpose
+    /// Keras dense [in, out] right after a flatten of a C x H x W volume: transpose, and
+    /// reorder the input rows from Keras's H,W,C flatten order to the canonical C,H,W.
+    case transposeFromHWCFlatten(c: Int, h: Int, w: Int)
+    /// No tensor in the file: the value is a constant (BatchNorm folded into the conv by
+    /// the exporter is rebuilt as an identity BatchNorm carrying the conv's bias).
+    case constant(Float)
+
+    public var label: String {
+        switch self {
+        case .none: return "as is"
+        case .hwioToOIHW: return "HWIO -> OIHW"
+        case .transpose: return "[in,out] -> [out,in]"
+        case .transposeFromHWCFlatten: return "[in,out] -> [out,in], rows H,W,C -> C,H,W"
+        case .constant(let v): return "constant \(v)"
+        }
+    }
+
+    /// The canonical shape a source shape becomes, or nil when the ranks do not fit.
+    func canonicalShape(of shape: [Int]) -> [Int]? {
+        switch self {
+        case .none, .constant: return shape
+        case .hwioToOIHW: return shape.count == 4 ? [shape[3], shape[2], shape[0], shape[1]] : nil
+        case .transpose, .transposeFromHWCFlatten: return shape.count == 2 ? [shape[1], shape[0]] : nil
+        }
+    }
+
+    /// Applies the transform to a loaded tensor whose shape was already checked.
+    public func apply(_ t: Tensor, canonicalShape: [Int]) -> Tensor {
+        switch self {
+        case .none:
+            return Tensor(shape: canonicalShape, data: t.data)
+        case .constant(let value):
+            return Tensor(shape: canonicalShape, data: [Float](repeating: value, count: canonicalShape.reduce(1, *)))
+        case .hwioToOIHW:
+            let (kh, kw, ci, co) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+            var out = [Float](repeating: 0, count: t.count)
+            t.data.withUnsafeBufferPointer { src in
+                for y in 0..<kh { for x in 0..<kw { for i in 0..<ci {
+                    let srcBase = ((y * kw + x) * ci + i) * co
+                    for o in 0..<co { out[((o * ci + i) * kh + y) * kw + x] = src[srcBase + o] }
+                } } }
+            }
+            return Tensor(shape: canonicalShape, data: out)
+        case .transpose:
+            return Tensor(shape: canonicalShape, data: transposed(t.data, rows: t.shape[0], cols: t.shape[1]))
+        case .transposeFromHWCFlatten(let c, let h, let w):
+            let (rows, cols) = (t.shape[0], t.shape[1])
+            var out = [Float](repeating: 0, count: t.count)
+            t.data.withUnsafeBufferPointer { src in
+                for ch in 0..<c { for y in 0..<h { for x in 0..<w {
+                    let kerasRow = (y * w + x) * c + ch
+                    let canonicalColumn = (ch * h + y) * w + x
+                    for o in 0..<cols { out[o * rows + canonicalColumn] = src[kerasRow * cols + o] }
+                } } }
+            }
+            return Tensor(shape: canonicalShape, data: out)
+        }
+    }
+
+    private func transposed(_ data: [Float], rows: Int, cols: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: data.count)
+        for r in 0..<rows { for c in 0..<cols { out[c * rows + r] = data[r * cols + c] } }
+        return out
+    }
+}
+
+/// One canonical parameter and where its value comes from.
+public struct TensorBinding: Sendable {
+    public let canonical: ParameterSpec
+    /// The file's tensor; nil for constants.
+    public let source: TensorRecord?
+    public let transform: LayoutTransform
+}
+
+/// Something wrong between a file and an architecture, naming both sides.
+public struct MappingProblem: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case missing, unexpected
+        case wrongShape = "wrong_shape"
+        case wrongDtype = "wrong_dtype"
+        case nonFinite = "non_finite"
+        case graphMismatch = "graph_mismatch"
+        case parameterTotal = "parameter_total"
+    }
+    /// The file's name for the tensor, when it has one.
+    public var fileTensor: String?
+    /// The canonical name, when the tensor maps to one.
+    public var canonical: String?
+    public var kind: Kind
+    public var expected: String
+    public var actual: String
+
+    /// "file name (canonical name)", or whichever exists.
+    public var tensor: String {
+        switch (fileTensor, canonical) {
+        case let (f?, c?) where f != c: return "\(f) (\(c))"
+        case let (f?, _): return f
+        case let (nil, c?): return c
+        default: return "-"
+        }
+    }
+}
+
+/// The pairing of a file's layers with an architecture's, at the class count the file's
+/// head has.
+public struct MappingResult: Sendable {
+    public let network: ResolvedNetwork
+    public var bindings: [TensorBinding]
+    public var problems: [MappingProblem]
+    public var notes: [String]
+    public var batchNormFolded: Bool
+
+    /// Loads and transforms every bound tensor into canonical form.
+    public func loadWeights(from file: WeightFile) throws -> [String: Tensor] {
+        var weights: [String: Tensor] = [:]
+        weights.reserveCapacity(bindings.count)
+        for binding in bindings {
+            let shape = binding.canonical.shape
+            guard let record = binding.source else {
+                weights[binding.canonical.name] = binding.transform.apply(Tensor(zeros: [0]), canonicalShape: shape)
+                continue
+            }
+            let raw = try file.load(record.name)
+            guard raw.count == shape.reduce(1, *) else {
+                throw ZooError.badTensor(path: file.path, tensor: record.name,
+                                         reason: "holds \(raw.count) values, \(binding.canonical.name) needs \(shape)")
+            }
+            weights[binding.canonical.name] = binding.transform.apply(raw, canonicalShape: shape)
+        }
+        return weights
+    }
+}
+
+public enum WeightMapping {
+    /// Pairs the file's conv, dense and BatchNorm layers with the architecture's, each kind
+    /// in order, and checks every shape. Never throws: what does not fit becomes a problem.
+    public static func map(_ source: SourceModel, onto arch: Architecture, inputSize: Size2? = nil) -> MappingResult? {
+        let sourceConvs = source.layers.filter { $0.kind == .conv }
+        let sourceDense = source.layers.filter { $0.kind == .dense }
+        let sourceBN = source.layers.filter { $0.kind == .batchNorm }
+
+        // The head's width decides the class count, so a replaced head is still this network.
+        var classes = arch.defaultClasses
+        if let head = sourceDense.last, let w = head.tensors[.weight], w.shape.count == 2 {
+            let out = head.layout == .canonical ? w.shape[0] : w.shape[1]
+            if out >= 1 && out <= 1_000_000 { classes = out }
+        }
+        guard let net = try? arch.resolve(classes: classes, inputSize: inputSize) else { return nil }
+
+        let specConvs = net.layers.filter { if case .conv = $0.layer.op { return true }; return false }
+        let specDense = net.layers.filter { if case .linear = $0.layer.op { return true }; return false }
+        let specBN = net.layers.filter { if case .batchNorm = $0.layer.op { return true }; return false }
+
+        var result = MappingResult(network: net, bindings: [], problems: [], notes: [], batchNormFolded: false)
+        let folded = sourceBN.isEmpty && !specBN.isEmpty && sourceConvs.count == specConvs.count
+            && zip(sourceConvs, specConvs).contains { s, r in s.tensors[.bias] != nil && r.parameters.count == 1 }
+        result.batchNormFolded = folded
+
+        for (index, spec) in specConvs.enumerated() {
+            guard index < sourceConvs.count else { result.missing(spec); continue }
+            let src = sourceConvs[index]
+            let transform: LayoutTransform = src.layout == .keras ? .hwioToOIHW : .none
+            let bnAfter = folded ? batchNorm(following: spec, in: net) : nil
+            result.bind(spec, src, transform: transform, foldedInto: bnAfter)
+            if let g = src.graphConv, case .conv(let c) = spec.layer.op {
+                result.compareGraph(src, g, c, spec.layer.name)
+            }
+        }
+        for extra in sourceConvs.dropFirst(specConvs.count) { result.unexpected(extra) }
+
+        if !folded {
+            for (index, spec) in specBN.enumerated() {
+                guard index < sourceBN.count else { result.missing(spec); continue }
+                let src = sourceBN[index]
+                result.bind(spec, src, transform: .none, foldedInto: nil)
+                if let eps = src.graphEpsilon, case .batchNorm(let specEps) = spec.layer.op,
+                   abs(eps - specEps) > specEps * 0.01 {
+                    result.problems.append(MappingProblem(fileTensor: src.name, canonical: spec.layer.name,
+                                                          kind: .graphMismatch, expected: "epsilon \(specEps)",
+                                                          actual: "epsilon \(eps)"))
+                }
+            }
+            for extra in sourceBN.dropFirst(specBN.count) { result.unexpected(extra) }
+        } else {
+            result.notes.append("BatchNorm folded into conv by the exporter: rebuilt as identity BatchNorm layers carrying the conv biases")
+        }
+
+        for (index, spec) in specDense.enumerated() {
+            guard index < sourceDense.count else { result.missing(spec); continue }
+            let src = sourceDense[index]
+            var transform: LayoutTransform = src.layout == .canonical ? .none : .transpose
+            if src.layout == .keras, let x = flattenedVolume(feeding: spec, in: net), x.h * x.w > 1 {
+                transform = .transposeFromHWCFlatten(c: x.c, h: x.h, w: x.w)
+            }
+            result.bind(spec, src, transform: transform, foldedInto: nil)
+        }
+        for extra in sourceDense.dropFirst(specDense.count) { result.unexpected(extra) }
+
+        if classes != arch.defaultClasses {
+            result.notes.append("head replaced: \(classes) classes instead of \(arch.defaultClasses)")
+        }
+        return result
+    }
+
+    /// The C x H x W volume a flatten turned into this dense layer's input, if one did.
+    static func flattenedVolume(feeding dense: ResolvedLayer, in net: ResolvedNetwork) -> Shape3? {
+        guard let source = dense.layer.inputs.first, let flatten = net.layer(named: source),
+              flatten.layer.op == .flatten else { return nil }
+        return flatten.inputShapes.first
+    }
+
+    /// The BatchNorm reading a conv's output, for rebuilding folded ones.
+    static func batchNorm(following conv: ResolvedLayer, in net: ResolvedNetwork) -> ResolvedLayer? {
+        net.layers.first { layer in
+            if case .batchNorm = layer.layer.op { return layer.layer.inputs == [conv.layer.name] }
+            return false
+        }
+    }
+}
+
+extension MappingResult {
+    mutating func missing(_ spec: ResolvedLayer) {
+        for p in spec.parameters + spec.buffers {
+            problems.append(MappingProblem(fileTensor: nil, canonical: p.name, kind: .missing,
+                                           expected: "\(p.shape)", actual: "absent"))
+        }
+    }
+
+    mutating func unexpected(_ src: SourceLayer) {
+        for record in src.tensors.values.sorted(by: { $0.name < $1.name }) {
+            problems.append(MappingProblem(fileTensor: record.name, canonical: nil, kind: .unexpected,
+                                           expected: "no such tensor", actual: "\(record.shape)"))
+        }
+    }
+
+    mutating func bind(_ spec: ResolvedLayer, _ src: SourceLayer, transform: LayoutTransform, foldedInto bn: ResolvedLayer?) {
+        var used = Set<ParameterRole>()
+        for p in spec.parameters + spec.buffers {
+            guard let record = src.tensors[p.role] else {
+                problems.append(MappingProblem(fileTensor: nil, canonical: p.name, kind: .missing,
+                                               expected: "\(p.shape) (in \(src.name))", actual: "absent"))
+                continue
+            }
+            used.insert(p.role)
+            let t: LayoutTransform = p.role == .weight ? transform : .none
+            let shape = t.canonicalShape(of: record.shape)
+            if shape != p.shape {
+                problems.append(MappingProblem(fileTensor: record.name, canonical: p.name, kind: .wrongShape,
+                                               expected: "\(p.shape)",
+                                               actual: "\(record.shape)" + (t == .none ? "" : " (\(t.label))")))
+            } else if !record.dtype.convertsToFloat32 {
+                problems.append(MappingProblem(fileTensor: record.name, canonical: p.name, kind: .wrongDtype,
+                                               expected: "float32", actual: record.dtype.rawValue))
+            } else {
+                bindings.append(TensorBinding(canonical: p, source: record, transform: t))
+            }
+        }
+        // A folded conv's bias is the BatchNorm's shift; its scale, mean and variance are
+        // already inside the conv weights.
+        if let bn = bn, let bias = src.tensors[.bias], !used.contains(.bias) {
+            used.insert(.bias)
+            for p in bn.parameters + bn.buffers {
+                switch p.role {
+                case .bias:
+                    if bias.shape == p.shape {
+                        bindings.append(TensorBinding(canonical: p, source: bias, transform: .none))
+                    } else {
+                        problems.append(MappingProblem(fileTensor: bias.name, canonical: p.name, kind: .wrongShape,
+                                                       expected: "\(p.shape)", actual: "\(bias.shape)"))
+                    }
+                case .weight: bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(1)))
+                case .runningMean: bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(0)))
+                case .runningVar:
+                    var eps = 0.0
+                    if case .batchNorm(let e) = bn.layer.op { eps = e }
+                    bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(Float(1 - eps))))
+                }
+            }
+        }
+        for (role, record) in src.tensors where !used.contains(role) {
+            problems.append(MappingProblem(fileTensor: record.name, canonical: nil, kind: .unexpected,
+                                           expected: "no \(role.rawValue) in \(spec.layer.name)", actual: "\(record.shape)"))
+        }
+    }
+
+    mutating func compareGraph(_ src: SourceLayer, _ g: ConvSpec, _ c: ConvSpec, _ name: String) {
+        let fileName = src.tensors[.weight]?.name ?? src.name
+        func check(_ what: String, _ expected: String, _ actual: String) {
+            if expected != actual {
+                problems.append(MappingProblem(fileTensor: fileName, canonical: name + ".weight", kind: .graphMismatch,
+                                               expected: "\(what) \(expected)", actual: "\(what) \(actual)"))
+            }
+        }
+        check("stride", "\(c.stride)", "\(g.stride)")
+        check("groups", "\(c.groups)", "\(g.groups)")
+        // Exporters write Caffe's ceil-mode or "same" padding as explicit pads; only a
+        // different leading pad changes which pixels a kernel sees.
+        check("padding", "\(c.padding.top),\(c.padding.left)", "\(g.padding.top),\(g.padding.left)")
+    }
+}

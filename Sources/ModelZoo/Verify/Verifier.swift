@@ -1,0 +1,156 @@
+import Foundation
+
+/// The verdict on one weight file: which architecture it holds and whether every tensor is
+/// there, shaped right and finite.
+public struct VerifyReport: Sendable {
+    public var file: String
+    public var format: WeightFormat
+    public var producer: String?
+    public var convention: String
+    /// The architecture id, or nil when the file matches none.
+    public var architecture: String?
+    public var title: String?
+    public var variant: String?
+    /// "high", "medium" or "none": how clearly the file picked its architecture.
+    public var confidence: String
+    public var classes: Int?
+    public var ok: Bool
+    /// Learnable values the file holds for the network.
+    public var parameters: Int
+    public var expectedParameters: Int?
+    public var problems: [MappingProblem]
+    public var notes: [String]
+    /// Other architectures whose shapes fit as well, when the file cannot tell them apart.
+    public var alsoFits: [String]
+}
+
+public enum Verifier {
+    /// Verifies an opened file. With `architecture` nil, tries every spec and keeps the one
+    /// that fits best. `checkValues` loads every tensor to look for NaN and Inf.
+    public static func verify(_ file: WeightFile, architecture: Architecture? = nil,
+                              checkValues: Bool = true) throws -> (VerifyReport, MappingResult?) {
+        let source = try SourceModelBuilder.build(file)
+        let candidates = architecture.map { [$0] } ?? ArchitectureRegistry.all
+        var scored: [(arch: Architecture, mapping: MappingResult, problems: [MappingProblem])] = []
+        for arch in candidates {
+            guard let mapping = WeightMapping.map(source, onto: arch) else { continue }
+            let problems = mapping.problems + evidenceProblems(arch, source.evidence)
+                + totalProblems(mapping, source)
+            scored.append((arch, mapping, problems))
+        }
+        // Fewest problems wins; among equals, the registry's order (torchvision first).
+        let best = scored.enumerated().min { a, b in
+            (a.element.problems.count, a.offset) < (b.element.problems.count, b.offset)
+        }?.element
+
+        var report = VerifyReport(file: file.path, format: file.format, producer: file.producer,
+                                  convention: source.convention, architecture: nil, title: nil, variant: nil,
+                                  confidence: "none", classes: nil, ok: false,
+                                  parameters: source.learnableElementCount, expectedParameters: nil,
+                                  problems: [], notes: [], alsoFits: [])
+        guard let best = best else {
+            report.notes.append("no architecture could be paired with this file's tensors")
+            return (report, nil)
+        }
+        let tensorCount = max(1, best.mapping.network.parameters.count + best.mapping.network.buffers.count)
+        // A named --arch is always reported against; a guess that leaves most tensors
+        // unpaired is "matches none".
+        if architecture == nil && best.problems.count * 2 > tensorCount {
+            report.notes.append("closest is \(best.arch.id), with \(best.problems.count) problems: matches none")
+            report.problems = best.problems
+            return (report, nil)
+        }
+        var problems = best.problems
+        let mapping = best.mapping
+        if checkValues && problems.isEmpty {
+            problems += try nonFiniteProblems(mapping, file)
+        }
+        let ties = scored.filter { $0.arch.id != best.arch.id && $0.problems.count == best.problems.count }
+        report.architecture = best.arch.id
+        report.title = best.arch.title
+        report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
+        report.classes = mapping.network.classes
+        report.problems = problems
+        report.ok = problems.isEmpty
+        report.expectedParameters = expectedLearnable(mapping)
+        report.notes = mapping.notes
+        report.alsoFits = ties.map(\.arch.id)
+        if architecture != nil {
+            report.confidence = problems.isEmpty ? "high" : "none"
+        } else if ties.isEmpty {
+            report.confidence = best.problems.isEmpty ? "high" : "medium"
+        } else {
+            report.confidence = "medium"
+            report.notes.append("the file cannot tell \(([best.arch.id] + ties.map(\.arch.id)).joined(separator: ", ")) apart"
+                + (source.evidence.hasGraph ? "" : " (it has no graph)") + "; reporting the first")
+        }
+        if let published = best.arch.publishedParameters, mapping.network.classes == best.arch.defaultClasses,
+           !mapping.batchNormFolded, published != mapping.network.totalParameters {
+            report.notes.append("spec total \(mapping.network.totalParameters) differs from the published \(published)")
+        }
+        return (report, mapping)
+    }
+
+    /// Learnable values the file should hold: folded BatchNorm leaves no scale behind.
+    static func expectedLearnable(_ mapping: MappingResult) -> Int {
+        var total = mapping.network.totalParameters
+        if mapping.batchNormFolded {
+            total -= mapping.network.parameters.filter { p in
+                p.role == .weight && mapping.bindings.contains { $0.canonical.name == p.name && $0.source == nil }
+            }.reduce(0) { $0 + $1.count }
+        }
+        return total
+    }
+
+    static func totalProblems(_ mapping: MappingResult, _ source: SourceModel) -> [MappingProblem] {
+        guard mapping.problems.isEmpty else { return [] }
+        let expected = expectedLearnable(mapping)
+        let actual = source.learnableElementCount
+        return expected == actual ? [] : [MappingProblem(fileTensor: nil, canonical: nil, kind: .parameterTotal,
+                                                         expected: grouped(expected), actual: grouped(actual))]
+    }
+
+    /// What the file's graph says against what the spec declares.
+    static func evidenceProblems(_ arch: Architecture, _ e: GraphEvidence) -> [MappingProblem] {
+        guard e.hasGraph else { return [] }
+        let layers = arch.layers()
+        let usesTanh = layers.contains { $0.activation == .tanh }
+        let usesRelu = layers.contains { $0.activation == .relu }
+        let usesMax = layers.contains { if case .maxPool = $0.op { return true }; return false }
+        let usesAvg = layers.contains { if case .avgPool = $0.op { return true }; return false }
+        let usesLRN = layers.contains { if case .lrn = $0.op { return true }; return false }
+        var problems: [MappingProblem] = []
+        func contradiction(_ expected: String, _ actual: String) {
+            problems.append(MappingProblem(fileTensor: nil, canonical: nil, kind: .graphMismatch,
+                                           expected: expected, actual: actual))
+        }
+        if usesTanh && !e.tanh { contradiction("Tanh activations", "none in the graph") }
+        if usesRelu && !e.relu { contradiction("ReLU activations", "none in the graph") }
+        if !usesTanh && e.tanh { contradiction("no Tanh", "Tanh in the graph") }
+        if usesMax && !e.maxPool { contradiction("MaxPool", "none in the graph") }
+        if usesAvg && !e.avgPool && !e.maxPool { contradiction("AveragePool", "none in the graph") }
+        if !usesAvg && !usesMax && e.maxPool { contradiction("no MaxPool", "MaxPool in the graph") }
+        if arch.family == .lenet && usesMax && !usesAvg && e.avgPool && !e.maxPool {
+            contradiction("MaxPool", "AveragePool in the graph")
+        }
+        if usesLRN != e.lrn { contradiction(usesLRN ? "LRN" : "no LRN", e.lrn ? "LRN in the graph" : "none in the graph") }
+        return problems
+    }
+
+    static func nonFiniteProblems(_ mapping: MappingResult, _ file: WeightFile) throws -> [MappingProblem] {
+        var problems: [MappingProblem] = []
+        var seen = Set<String>()
+        for binding in mapping.bindings {
+            guard let record = binding.source, seen.insert(record.name).inserted else { continue }
+            let tensor = try file.load(record.name)
+            var nan = 0, inf = 0
+            for v in tensor.data where !v.isFinite { if v.isNaN { nan += 1 } else { inf += 1 } }
+            if nan + inf > 0 {
+                problems.append(MappingProblem(fileTensor: record.name, canonical: binding.canonical.name,
+                                               kind: .nonFinite, expected: "finite values",
+                                               actual: "\(nan) NaN, \(inf) Inf of \(tensor.count)"))
+            }
+        }
+        return problems
+    }
+}

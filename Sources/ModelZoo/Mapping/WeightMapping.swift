@@ -211,9 +211,15 @@ public enum WeightMapping {
 
     /// The C x H x W volume a flatten turned into this dense layer's input, if one did.
     static func flattenedVolume(feeding dense: ResolvedLayer, in net: ResolvedNetwork) -> Shape3? {
-        guard let source = dense.layer.inputs.first, let flatten = net.layer(named: source),
-              flatten.layer.op == .flatten else { return nil }
-        return flatten.inputShapes.first
+        var name = dense.layer.inputs.first
+        while let current = name, let layer = net.layer(named: current) {
+            switch layer.layer.op {
+            case .flatten: return layer.inputShapes.first
+            case .dropout: name = layer.layer.inputs.first
+            default: return nil
+            }
+        }
+        return nil
     }
 
     /// The BatchNorm reading a conv's output, for rebuilding folded ones.

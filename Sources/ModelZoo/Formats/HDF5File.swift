@@ -682,13 +682,10 @@ private struct Scanner {
             throw unreadable("attribute '\(name)' of '\(owner)' is not a string")
         }
         if count == 0 { return [] }
-        let memoryType = H5Tcopy(zoo_h5_c_string())
-        guard memoryType >= 0 else { throw unreadable("libhdf5: \(HDF5Library.takeErrorMessage())") }
-        defer { H5Tclose(memoryType) }
-        H5Tset_cset(memoryType, H5Tget_cset(type))
-
+        // Strings have no byte order, so reading with the stored type itself needs no
+        // conversion path (libhdf5 1.10 has none between some padding/charset combinations).
+        let memoryType = type
         if H5Tis_variable_str(type) > 0 {
-            H5Tset_size(memoryType, size_t.max)  // H5T_VARIABLE
             var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
             let status = H5Aread(attribute, memoryType, &pointers)
             defer { for pointer in pointers where pointer != nil { H5free_memory(pointer) } }
@@ -703,9 +700,7 @@ private struct Scanner {
         guard width > 0, !overflow, total <= Scanner.maximumAttributeBytes else {
             throw unreadable("attribute '\(name)' of '\(owner)' declares \(count) strings of \(width) bytes")
         }
-        H5Tset_size(memoryType, width)
         let padding = H5Tget_strpad(type)
-        H5Tset_strpad(memoryType, padding)
         var bytes = [UInt8](repeating: 0, count: total)
         guard H5Aread(attribute, memoryType, &bytes) >= 0 else {
             throw unreadable("cannot read attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())")

@@ -1,1 +1,57 @@
 #include <hdf5.h>
+#include <string.h>
+
+/* Small wrappers for what Swift cannot import from hdf5.h: macros that expand to function
+ * calls (H5T_NATIVE_FLOAT, H5F_ACC_RDONLY) and calls whose struct layout or name changed
+ * between HDF5 1.10 and 1.12+ (object addresses became tokens, H5Lget_info became
+ * H5Lget_info2). Keeping those differences here lets the Swift reader build against both. */
+
+static inline hid_t zoo_h5_native_float(void) { return H5T_NATIVE_FLOAT; }
+static inline unsigned zoo_h5_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+
+/* 1 when `name` (relative to `loc`) is a hard link, 0 for soft, external or user-defined
+ * links (which the reader never follows: they can point outside the file), negative on error. */
+static inline int zoo_h5_link_is_hard(hid_t loc, const char *name) {
+    H5L_info_t info;
+    if (H5Lget_info(loc, name, &info, H5P_DEFAULT) < 0) return -1;
+    return info.type == H5L_TYPE_HARD ? 1 : 0;
+}
+
+/* The object's type (H5O_TYPE_GROUP, H5O_TYPE_DATASET, ...) and 16 bytes that identify it
+ * within the file, so a traversal can notice hard-link cycles. Negative on error. */
+static inline int zoo_h5_object_identity(hid_t loc, const char *name, int *type, unsigned char key[16]) {
+    memset(key, 0, 16);
+#if H5_VERSION_GE(1, 12, 0)
+    H5O_info2_t info;
+    if (H5Oget_info_by_name3(loc, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return -1;
+    memcpy(key, &info.token, sizeof(info.token) < 16 ? sizeof(info.token) : 16);
+#else
+    H5O_info_t info;
+    if (H5Oget_info_by_name2(loc, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return -1;
+    memcpy(key, &info.addr, sizeof(info.addr));
+#endif
+    *type = (int)info.type;
+    return 0;
+}
+
+typedef struct { char *buffer; size_t capacity; int found; } zoo_h5_error_sink;
+
+static inline herr_t zoo_h5_error_visitor(unsigned n, const H5E_error2_t *err, void *data) {
+    zoo_h5_error_sink *sink = (zoo_h5_error_sink *)data;
+    (void)n;
+    if (sink->found || err == NULL || err->desc == NULL || err->desc[0] == '\0') return 0;
+    strncpy(sink->buffer, err->desc, sink->capacity - 1);
+    sink->buffer[sink->capacity - 1] = '\0';
+    sink->found = 1;
+    return 0;
+}
+
+/* Copies the most specific message on the calling thread's error stack ("file signature not
+ * found", "truncated file: eof = ...") into `buffer`, then clears the stack. */
+static inline void zoo_h5_take_error(char *buffer, size_t capacity) {
+    zoo_h5_error_sink sink = { buffer, capacity, 0 };
+    if (capacity == 0) return;
+    buffer[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, zoo_h5_error_visitor, &sink);
+    H5Eclear2(H5E_DEFAULT);
+}

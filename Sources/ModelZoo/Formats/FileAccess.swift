@@ -1,0 +1,191 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file opened read-only for positioned reads. Readers use it to check declared sizes
+/// against the bytes really present before allocating, then read straight into the
+/// destination buffer.
+final class ReadOnlyFile {
+    let path: String
+    let size: Int
+    private let descriptor: Int32
+
+    /// Opens `path`, reporting a missing file, a directory or a permission problem as
+    /// `ZooError.unreadableFile` in words a user can act on.
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            throw ZooError.unreadableFile(path: path, reason: describeOpenFailure(errno))
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            close(fd)
+            throw ZooError.unreadableFile(path: path, reason: String(cString: strerror(code)))
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw ZooError.unreadableFile(path: path, reason: "is a directory, not a weight file")
+        }
+        descriptor = fd
+        size = Int(info.st_size)
+    }
+
+    deinit { close(descriptor) }
+
+    /// Reads exactly `count` bytes at `offset` into `destination`; a short read means the
+    /// file changed or is truncated and is reported as such.
+    func read(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
+        var done = 0
+        while done < count {
+            let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw ZooError.unreadableFile(path: path, reason: "read failed: \(String(cString: strerror(errno)))")
+            }
+            if got == 0 {
+                throw ZooError.unreadableFile(
+                    path: path, reason: "truncated: expected \(count) bytes at offset \(offset), file ends after \(done)")
+            }
+            done += got
+        }
+    }
+
+    /// Up to `count` bytes at `offset` (fewer at the end of the file).
+    func bytes(at offset: Int, count: Int) throws -> [UInt8] {
+        guard offset >= 0, count >= 0, offset <= size else { return [] }
+        let available = min(count, size - offset)
+        var result = [UInt8](repeating: 0, count: available)
+        if available > 0 {
+            try result.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return }
+                try read(into: base, count: available, at: offset)
+            }
+        }
+        return result
+    }
+}
+
+/// The file-scope `write(2)`, reachable from types that have their own `write` methods.
+private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, buffer, count)
+}
+
+func describeOpenFailure(_ code: Int32) -> String {
+    switch code {
+    case ENOENT: return "no such file"
+    case EACCES: return "permission denied"
+    case EISDIR: return "is a directory, not a weight file"
+    default: return String(cString: strerror(code))
+    }
+}
+
+/// Writes a file by creating a temporary file beside the target and renaming it over the
+/// target only once everything was written, so a failed write never leaves a half file
+/// under the target's name.
+struct AtomicFileWriter {
+    let path: String
+    private let temporaryPath: String
+    private var descriptor: Int32
+
+    init(path: String) throws {
+        self.path = path
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        temporaryPath = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())-" + suffix
+        descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if descriptor < 0 {
+            throw ZooError.writeFailed(
+                path: path, reason: "cannot create a temporary file in \(directory): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            let wrote = posixWrite(descriptor, base + done, bytes.count - done)
+            if wrote < 0 {
+                if errno == EINTR { continue }
+                throw ZooError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+            }
+            done += wrote
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Flushes and renames the temporary file over the target.
+    mutating func commit() throws {
+        let fd = descriptor
+        descriptor = -1
+        if fsync(fd) != 0 || close(fd) != 0 {
+            let reason = String(cString: strerror(errno))
+            unlink(temporaryPath)
+            throw ZooError.writeFailed(path: path, reason: reason)
+        }
+        if rename(temporaryPath, path) != 0 {
+            let reason = String(cString: strerror(errno))
+            unlink(temporaryPath)
+            throw ZooError.writeFailed(path: path, reason: reason)
+        }
+    }
+
+    /// Removes the temporary file after a failure; the target is untouched.
+    mutating func abandon() {
+        if descriptor >= 0 { close(descriptor); descriptor = -1 }
+        unlink(temporaryPath)
+    }
+
+    /// Runs `body` against a fresh writer and commits, or abandons on any error.
+    static func write(to path: String, _ body: (AtomicFileWriter) throws -> Void) throws {
+        var writer = try AtomicFileWriter(path: path)
+        do {
+            try body(writer)
+            try writer.commit()
+        } catch {
+            writer.abandon()
+            throw error
+        }
+    }
+}
+
+/// IEEE half precision to single precision, done by hand so it builds where Swift's
+/// Float16 is unavailable (Intel macOS).
+@inline(__always)
+func floatFromHalfBits(_ h: UInt16) -> Float {
+    let sign = UInt32(h & 0x8000) << 16
+    let exponent = UInt32(h >> 10) & 0x1F
+    let mantissa = UInt32(h & 0x3FF)
+    if exponent == 0 {
+        // Zero or subnormal: value = mantissa * 2^-24.
+        let magnitude = Float(mantissa) * Float(sign: .plus, exponent: -24, significand: 1)
+        return sign != 0 ? -magnitude : magnitude
+    }
+    if exponent == 0x1F {
+        return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
+    }
+    return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
+}
+
+@inline(__always)
+func floatFromBFloat16Bits(_ b: UInt16) -> Float {
+    Float(bitPattern: UInt32(b) << 16)
+}
+
+/// A byte count in words ("553.4 MB") for error messages.
+func describeBytes(_ count: Int) -> String {
+    if count < 10_000 { return "\(count) bytes" }
+    let units = ["kB", "MB", "GB", "TB", "PB", "EB"]
+    var value = Double(count) / 1000
+    var unit = 0
+    while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
+    return "\(String(format: "%.1f", value)) \(units[unit]) (\(count) bytes)"
+}

@@ -1,0 +1,721 @@
+import CHDF5
+import Foundation
+
+/// An HDF5 weight file, read through libhdf5. Three layouts are told apart when opening:
+///
+/// - Keras 2 legacy `.h5` (`format == .kerasH5`): either a full `model.save` file (root
+///   group `model_weights`, root attribute `model_config`) or a `save_weights` file (root
+///   attribute `layer_names`). Tensors are named `<layer>/<weight name>` exactly as the
+///   layer's `weight_names` attribute spells them, which is also the dataset's path inside
+///   the weights group (`block1_conv1/block1_conv1/kernel:0`, or in Keras 3's legacy
+///   writer `conv2d/sequential/conv2d/kernel`). They come in `layer_names` order.
+/// - Keras 3 `.weights.h5` (`format == .kerasWeightsH5`): `layers/<name>/vars/<i>`, named by
+///   their full path (`layers/conv2d/vars/0`). Nested layers keep their whole path between
+///   `layers/` and `/vars` as the layer name (`sequential/layers/dense`).
+/// - Anything else (`format == .hdf5`): every dataset in the file, named by its path without
+///   the leading `/`, the way h5py users write `f["conv1.weight"] = array`.
+///
+/// Optimizer state (`optimizer/...` in Keras 3, `optimizer_weights/...` in Keras 2) is not
+/// part of the model: it is listed in `optimizerTensors`, not in `tensors`, and `load`
+/// accepts those names too.
+///
+/// Opening reads only metadata. `load` converts float16, bfloat16 and float64 datasets to
+/// float32 (float64 is common from h5py; the narrowing is reported by `dtype`). Other types
+/// are listed with their dtype and refused by `load`. Before allocating, `load` refuses a
+/// contiguous uncompressed dataset that claims more bytes than the file holds, and any
+/// dataset whose float32 form would exceed `maximumLoadBytes` (8 GiB): compressed chunked
+/// datasets may legally declare far more than the file size, so the cap is their only bound.
+/// Datasets stored in external files or virtual datasets are refused: they would read
+/// files other than the one the user named.
+public final class HDF5File: WeightFile {
+    /// The largest tensor `load` will materialize, in float32 bytes.
+    public static let maximumLoadBytes = 8 << 30
+
+    public let path: String
+    public let format: WeightFormat
+    public let producer: String?
+    public let tensors: [TensorRecord]
+    /// Optimizer state stored beside the weights, which `tensors` leaves out.
+    public let optimizerTensors: [TensorRecord]
+
+    /// Keras layer names: `layer_names` order for legacy files, file order (HDF5 sorts
+    /// names, so `conv2d_10` precedes `conv2d_2`) for Keras 3 files. Empty for plain HDF5.
+    public let kerasLayerNames: [String]
+    /// The `model_config` JSON of a full legacy `model.save` file.
+    public let modelConfigJSON: String?
+    public let kerasVersion: String?
+    public let backend: String?
+
+    /// `kerasLayerNames` with Keras auto-names put back in creation order; see
+    /// `HDF5File.sortedByKerasCreationOrder`.
+    public var kerasLayerNamesInCreationOrder: [String] {
+        HDF5File.sortedByKerasCreationOrder(kerasLayerNames)
+    }
+
+    /// The layer's weight names as the file lists them: the `weight_names` attribute of a
+    /// legacy file (`conv2d/kernel:0`), or the variable indexes of a Keras 3 file (`0`, `1`).
+    public func kerasWeightNames(layer: String) -> [String] {
+        weightNamesByLayer[layer] ?? []
+    }
+
+    /// The names under which `load` finds the layer's weights, in the file's weight order.
+    public func kerasTensorNames(layer: String) -> [String] {
+        tensorNamesByLayer[layer] ?? []
+    }
+
+    private let weightNamesByLayer: [String: [String]]
+    private let tensorNamesByLayer: [String: [String]]
+    /// Tensor name to the dataset's absolute path in the file.
+    private let datasetPaths: [String: String]
+    private let recordsByName: [String: TensorRecord]
+    private let fileID: hid_t
+    private let fileSize: Int
+
+    public init(path: String) throws {
+        self.path = path
+        let file = try ReadOnlyFile(path: path)
+        fileSize = file.size
+        if fileSize == 0 {
+            throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not an HDF5 file")
+        }
+        let fileID = try HDF5Library.serialized {
+            let id = H5Fopen(path, zoo_h5_acc_rdonly(), hid_t(H5P_DEFAULT))
+            if id < 0 {
+                throw ZooError.unreadableFile(path: path, reason: HDF5File.explainOpenFailure(HDF5Library.takeErrorMessage()))
+            }
+            return id
+        }
+        self.fileID = fileID
+        do {
+            let contents = try HDF5Library.serialized { try Scanner(fileID: fileID, path: path).scan() }
+            format = contents.format
+            tensors = contents.tensors
+            optimizerTensors = contents.optimizerTensors
+            kerasLayerNames = contents.layerNames
+            weightNamesByLayer = contents.weightNamesByLayer
+            tensorNamesByLayer = contents.tensorNamesByLayer
+            datasetPaths = contents.datasetPaths
+            modelConfigJSON = contents.modelConfigJSON
+            kerasVersion = contents.kerasVersion
+            backend = contents.backend
+        } catch {
+            let id = fileID
+            HDF5Library.serialized { _ = H5Fclose(id) }
+            throw error
+        }
+        var byName: [String: TensorRecord] = [:]
+        for record in tensors + optimizerTensors { byName[record.name] = record }
+        recordsByName = byName
+        if let version = kerasVersion {
+            producer = "keras \(version)" + (backend.map { " (\($0) backend)" } ?? "")
+        } else {
+            producer = nil
+        }
+    }
+
+    deinit {
+        let id = fileID
+        HDF5Library.serialized { _ = H5Fclose(id) }
+    }
+
+    public func load(_ name: String) throws -> Tensor {
+        guard let record = recordsByName[name], let datasetPath = datasetPaths[name] else {
+            throw ZooError.badTensor(path: path, tensor: name, reason: "no such tensor in this file")
+        }
+        switch record.dtype {
+        case .float32, .float16, .bfloat16, .float64: break
+        default:
+            throw ZooError.badTensor(
+                path: path, tensor: name,
+                reason: "stored as \(record.dtype.rawValue); only floating-point datasets load as float32")
+        }
+        // Shapes were overflow-checked when the file was opened.
+        let count = record.elementCount
+        guard let floatBytes = checkedByteCount(record.shape, .float32), floatBytes <= HDF5File.maximumLoadBytes else {
+            throw ZooError.badTensor(
+                path: path, tensor: name,
+                reason: "declares shape \(record.shape), \(describeBytes(record.byteCount)) as float32 is over the "
+                    + "\(describeBytes(HDF5File.maximumLoadBytes)) limit for one tensor")
+        }
+        let path = self.path
+        let fileSize = self.fileSize
+        return try HDF5Library.serialized {
+            let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
+            guard dataset >= 0 else {
+                throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
+            }
+            defer { H5Dclose(dataset) }
+            try checkStorage(of: dataset, record: record, fileSize: fileSize)
+            if count == 0 { return Tensor(shape: record.shape, data: []) }
+            var failure: String?
+            let data = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                // libhdf5 converts float16/float64/big-endian to native float32 on the way in,
+                // and reads straight into the buffer when the stored type already matches.
+                let status = H5Dread(dataset, zoo_h5_native_float(), hid_t(H5S_ALL), hid_t(H5S_ALL),
+                                     hid_t(H5P_DEFAULT), buffer.baseAddress)
+                if status < 0 {
+                    failure = HDF5Library.takeErrorMessage()
+                    buffer.initialize(repeating: 0)
+                }
+                initialized = count
+            }
+            if let failure {
+                throw ZooError.badTensor(path: path, tensor: name, reason: "reading the data failed: \(failure)")
+            }
+            return Tensor(shape: record.shape, data: data)
+        }
+    }
+
+    /// Refuses layouts whose data cannot be where they claim, or lies outside this file.
+    private func checkStorage(of dataset: hid_t, record: TensorRecord, fileSize: Int) throws {
+        let creation = H5Dget_create_plist(dataset)
+        guard creation >= 0 else {
+            throw ZooError.badTensor(path: path, tensor: record.name, reason: "no creation properties: \(HDF5Library.takeErrorMessage())")
+        }
+        defer { H5Pclose(creation) }
+        let layout = H5Pget_layout(creation)
+        if layout == H5D_VIRTUAL {
+            throw ZooError.badTensor(path: path, tensor: record.name,
+                                     reason: "is a virtual dataset that reads other files; refused")
+        }
+        if H5Pget_external_count(creation) > 0 {
+            throw ZooError.badTensor(path: path, tensor: record.name,
+                                     reason: "keeps its data in external files; refused")
+        }
+        guard layout == H5D_CONTIGUOUS, H5Pget_nfilters(creation) == 0 else { return }
+        if record.byteCount > fileSize {
+            throw ZooError.badTensor(
+                path: path, tensor: record.name,
+                reason: "declares shape \(record.shape) (\(describeBytes(record.byteCount)) stored contiguously) "
+                    + "but the file is only \(describeBytes(fileSize))")
+        }
+        let offset = H5Dget_offset(dataset)
+        // HADDR_UNDEF (all ones) means no storage was allocated: the read yields fill values.
+        if offset != haddr_t.max {
+            let (end, overflow) = Int(clamping: offset).addingReportingOverflow(record.byteCount)
+            if overflow || offset > UInt64(Int.max) || end > fileSize {
+                throw ZooError.badTensor(
+                    path: path, tensor: record.name,
+                    reason: "data at offset \(offset) + \(record.byteCount) bytes runs past the end of the file "
+                        + "(\(fileSize) bytes): truncated")
+            }
+        }
+    }
+
+    /// Orders Keras auto-generated layer names by creation: names that differ only in a
+    /// `_<n>` suffix (`conv2d`, `conv2d_1`, ..., `conv2d_10`) are sorted by `n`, with the bare
+    /// name first. Different bases keep the order in which they first appear (a file holds
+    /// no record of how `conv2d` and `dense` layers interleaved; the architecture does).
+    public static func sortedByKerasCreationOrder(_ names: [String]) -> [String] {
+        var baseRank: [String: Int] = [:]
+        let keyed = names.enumerated().map { position, name -> (base: String, index: Int, position: Int, name: String) in
+            let (base, index) = splitKerasAutoName(name)
+            if baseRank[base] == nil { baseRank[base] = baseRank.count }
+            return (base, index, position, name)
+        }
+        return keyed.sorted { lhs, rhs in
+            let lhsRank = baseRank[lhs.base] ?? 0, rhsRank = baseRank[rhs.base] ?? 0
+            if lhsRank != rhsRank { return lhsRank < rhsRank }
+            if lhs.index != rhs.index { return lhs.index < rhs.index }
+            return lhs.position < rhs.position
+        }.map(\.name)
+    }
+
+    /// `conv2d_10` -> (`conv2d`, 10); `conv2d` -> (`conv2d`, 0); `block1_conv1` stays whole.
+    static func splitKerasAutoName(_ name: String) -> (base: String, index: Int) {
+        guard let underscore = name.lastIndex(of: "_") else { return (name, 0) }
+        let digits = name[name.index(after: underscore)...]
+        guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let index = Int(digits), underscore > name.startIndex
+        else { return (name, 0) }
+        return (String(name[..<underscore]), index)
+    }
+
+    static func explainOpenFailure(_ message: String) -> String {
+        if message.contains("signature") {
+            return "not an HDF5 file (no HDF5 signature found)"
+        }
+        if message.contains("truncated") {
+            return "truncated HDF5 file (\(message))"
+        }
+        return "libhdf5 cannot open it: \(message)"
+    }
+}
+
+// MARK: - Reading the structure
+
+/// What opening a file found, gathered while holding the libhdf5 lock.
+private struct HDF5Contents {
+    var format: WeightFormat = .hdf5
+    var tensors: [TensorRecord] = []
+    var optimizerTensors: [TensorRecord] = []
+    var layerNames: [String] = []
+    var weightNamesByLayer: [String: [String]] = [:]
+    var tensorNamesByLayer: [String: [String]] = [:]
+    var datasetPaths: [String: String] = [:]
+    var modelConfigJSON: String?
+    var kerasVersion: String?
+    var backend: String?
+}
+
+/// Walks the file's groups and attributes. Every method expects the libhdf5 lock held.
+private struct Scanner {
+    let fileID: hid_t
+    let path: String
+
+    /// Bounds on untrusted structure: deeper nesting or more links than any weight file has
+    /// means a hostile or corrupt file, and stops before it costs much time or memory.
+    static let maximumDepth = 64
+    static let maximumLinks = 1_000_000
+    static let maximumAttributeBytes = 64 << 20
+
+    func scan() throws -> HDF5Contents {
+        var contents = HDF5Contents()
+        let root = try openGroup("/")
+        defer { H5Gclose(root) }
+
+        let rootLinks = Set(try linkNames(ofGroup: "/"))
+        let modelConfig = try stringAttribute(root, "model_config", owner: "/")
+        let rootLayerNames = try stringAttribute(root, "layer_names", owner: "/")
+
+        if modelConfig != nil || (rootLinks.contains("model_weights") && isGroup("model_weights")) {
+            contents.format = .kerasH5
+            let weights = try openGroup("model_weights")
+            defer { H5Gclose(weights) }
+            contents.modelConfigJSON = modelConfig?.first
+            contents.kerasVersion = try stringAttribute(root, "keras_version", owner: "/")?.first
+                ?? stringAttribute(weights, "keras_version", owner: "model_weights")?.first
+            contents.backend = try stringAttribute(root, "backend", owner: "/")?.first
+                ?? stringAttribute(weights, "backend", owner: "model_weights")?.first
+            let layers = try stringAttribute(weights, "layer_names", owner: "model_weights") ?? rootLayerNames
+            guard let layers else {
+                throw unreadable("has a model_weights group but no layer_names attribute on it")
+            }
+            try readLegacyWeights(layers: layers, under: "model_weights/", into: &contents)
+            try collectOptimizer(group: "optimizer_weights", links: rootLinks, into: &contents)
+        } else if let layers = rootLayerNames {
+            contents.format = .kerasH5
+            contents.kerasVersion = try stringAttribute(root, "keras_version", owner: "/")?.first
+            contents.backend = try stringAttribute(root, "backend", owner: "/")?.first
+            try readLegacyWeights(layers: layers, under: "", into: &contents)
+            try collectOptimizer(group: "optimizer_weights", links: rootLinks, into: &contents)
+        } else if rootLinks.contains("layers"), isGroup("layers"), try looksLikeKeras3(rootLinks: rootLinks) {
+            contents.format = .kerasWeightsH5
+            try readKeras3Weights(rootLinks: rootLinks, into: &contents)
+        } else {
+            contents.format = .hdf5
+            var visited = Set<ObjectKey>()
+            for datasetPath in try datasets(under: "", depth: 0, visited: &visited) {
+                try addTensor(named: datasetPath, at: datasetPath, optimizer: false, &contents)
+            }
+        }
+        return contents
+    }
+
+    // MARK: Keras 2 legacy layout
+
+    private func readLegacyWeights(layers: [String], under prefix: String, into contents: inout HDF5Contents) throws {
+        var layerNames = layers
+        // Keras 3's legacy writer keeps model-level variables in a group that layer_names omits.
+        let topLevel = "top_level_model_weights"
+        if !layers.contains(topLevel), linkExists(prefix + topLevel), isGroup(prefix + topLevel) {
+            layerNames.append(topLevel)
+        }
+        for layer in layerNames {
+            let groupPath = prefix + layer
+            guard linkExists(groupPath), isGroup(groupPath) else {
+                if layer == topLevel { continue }
+                throw unreadable("layer_names lists '\(layer)' but there is no group '\(groupPath)'")
+            }
+            let group = try openGroup(groupPath)
+            defer { H5Gclose(group) }
+            var weightNames: [String]
+            if let listed = try stringAttribute(group, "weight_names", owner: groupPath) {
+                weightNames = listed
+            } else {
+                // No weight_names: take whatever datasets the group holds.
+                var visited = Set<ObjectKey>()
+                weightNames = try datasets(under: groupPath, depth: 0, visited: &visited)
+                    .map { String($0.dropFirst(groupPath.count + 1)) }
+            }
+            if layer == topLevel && weightNames.isEmpty { continue }
+            var tensorNames: [String] = []
+            for weight in weightNames {
+                let datasetPath = groupPath + "/" + weight
+                guard linkExists(datasetPath), isDataset(datasetPath) else {
+                    throw unreadable("layer '\(layer)' lists weight '\(weight)' but there is no dataset '\(datasetPath)'")
+                }
+                let tensorName = layer + "/" + weight
+                try addTensor(named: tensorName, at: datasetPath, optimizer: false, &contents)
+                tensorNames.append(tensorName)
+            }
+            if layer != topLevel || !layers.contains(topLevel) {
+                contents.layerNames.append(layer)
+            }
+            contents.weightNamesByLayer[layer] = weightNames
+            contents.tensorNamesByLayer[layer] = tensorNames
+        }
+    }
+
+    private func collectOptimizer(group: String, links: Set<String>, into contents: inout HDF5Contents) throws {
+        guard links.contains(group), isGroup(group) else { return }
+        var visited = Set<ObjectKey>()
+        for datasetPath in try datasets(under: group, depth: 0, visited: &visited) {
+            try addTensor(named: datasetPath, at: datasetPath, optimizer: true, &contents)
+        }
+    }
+
+    // MARK: Keras 3 layout
+
+    /// Keras 3 writes `layers/<name>/vars` for every layer and `vars` for the model itself.
+    private func looksLikeKeras3(rootLinks: Set<String>) throws -> Bool {
+        if rootLinks.contains("vars"), isGroup("vars") { return true }
+        for layer in try linkNames(ofGroup: "layers") where linkExists("layers/\(layer)/vars") {
+            return true
+        }
+        return false
+    }
+
+    private func readKeras3Weights(rootLinks: Set<String>, into contents: inout HDF5Contents) throws {
+        var visited = Set<ObjectKey>()
+        let all = try datasets(under: "", depth: 0, visited: &visited)
+        // Layers are the groups that own a `vars` group, named by the path between.
+        visited.removeAll()
+        for groupPath in try groups(under: "layers", depth: 0, visited: &visited)
+            where groupPath.hasSuffix("/vars") && groupPath.hasPrefix("layers/") {
+            let layer = String(groupPath.dropFirst("layers/".count).dropLast("/vars".count))
+            guard !layer.isEmpty else { continue }
+            contents.layerNames.append(layer)
+            let vars = try linkNames(ofGroup: groupPath).filter { isDataset(groupPath + "/" + $0) }
+            contents.weightNamesByLayer[layer] = vars
+            contents.tensorNamesByLayer[layer] = vars.map { groupPath + "/" + $0 }
+        }
+        for datasetPath in all {
+            if datasetPath.hasPrefix("optimizer/") {
+                try addTensor(named: datasetPath, at: datasetPath, optimizer: true, &contents)
+            } else {
+                try addTensor(named: datasetPath, at: datasetPath, optimizer: false, &contents)
+            }
+        }
+    }
+
+    // MARK: Datasets
+
+    private func addTensor(named name: String, at datasetPath: String, optimizer: Bool,
+                           _ contents: inout HDF5Contents) throws {
+        if contents.datasetPaths[name] != nil {
+            throw unreadable("two weights are both named '\(name)'")
+        }
+        let record = try describeDataset(name: name, at: datasetPath)
+        if optimizer { contents.optimizerTensors.append(record) } else { contents.tensors.append(record) }
+        contents.datasetPaths[name] = datasetPath
+    }
+
+    private func describeDataset(name: String, at datasetPath: String) throws -> TensorRecord {
+        let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
+        guard dataset >= 0 else {
+            throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
+        }
+        defer { H5Dclose(dataset) }
+        let space = H5Dget_space(dataset)
+        guard space >= 0 else {
+            throw ZooError.badTensor(path: path, tensor: name, reason: "no dataspace: \(HDF5Library.takeErrorMessage())")
+        }
+        defer { H5Sclose(space) }
+        let shape = try dataspaceShape(space, tensor: name)
+        let type = H5Dget_type(dataset)
+        guard type >= 0 else {
+            throw ZooError.badTensor(path: path, tensor: name, reason: "no datatype: \(HDF5Library.takeErrorMessage())")
+        }
+        defer { H5Tclose(type) }
+        let (dtype, storedWidth, variable) = describeType(type)
+        guard let count = checkedElementCount(shape) else {
+            throw ZooError.badTensor(path: path, tensor: name, reason: "declared shape \(shape) overflows")
+        }
+        let byteCount: Int
+        if variable {
+            byteCount = Int(clamping: H5Dget_storage_size(dataset))
+        } else {
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: storedWidth)
+            guard !overflow else {
+                throw ZooError.badTensor(path: path, tensor: name, reason: "declared shape \(shape) overflows")
+            }
+            byteCount = bytes
+        }
+        return TensorRecord(name: name, shape: shape, dtype: dtype, byteCount: byteCount)
+    }
+
+    private func dataspaceShape(_ space: hid_t, tensor: String) throws -> [Int] {
+        switch H5Sget_simple_extent_type(space) {
+        case H5S_SCALAR: return []
+        case H5S_NULL: return [0]
+        case H5S_SIMPLE: break
+        default:
+            throw ZooError.badTensor(path: path, tensor: tensor, reason: "unsupported dataspace")
+        }
+        let rank = Int(H5Sget_simple_extent_ndims(space))
+        guard rank >= 0, rank <= 32 else {
+            throw ZooError.badTensor(path: path, tensor: tensor, reason: "dataspace rank \(rank) is out of range")
+        }
+        var dims = [hsize_t](repeating: 0, count: rank)
+        if rank > 0, H5Sget_simple_extent_dims(space, &dims, nil) < 0 {
+            throw ZooError.badTensor(path: path, tensor: tensor, reason: "cannot read dims: \(HDF5Library.takeErrorMessage())")
+        }
+        return try dims.map { dim in
+            guard dim <= hsize_t(Int.max) else {
+                throw ZooError.badTensor(path: path, tensor: tensor, reason: "dimension \(dim) is too large")
+            }
+            return Int(dim)
+        }
+    }
+
+    /// The dtype, the stored bytes per element, and whether elements have variable size.
+    private func describeType(_ type: hid_t) -> (DType, Int, Bool) {
+        let size = Int(H5Tget_size(type))
+        switch H5Tget_class(type) {
+        case H5T_FLOAT:
+            switch size {
+            case 4: return (.float32, size, false)
+            case 8: return (.float64, size, false)
+            case 2:
+                var signPosition = 0, exponentPosition = 0, exponentSize = 0, mantissaPosition = 0, mantissaSize = 0
+                H5Tget_fields(type, &signPosition, &exponentPosition, &exponentSize, &mantissaPosition, &mantissaSize)
+                if mantissaSize == 10 && exponentSize == 5 { return (.float16, size, false) }
+                if mantissaSize == 7 && exponentSize == 8 { return (.bfloat16, size, false) }
+                return (.unknown, size, false)
+            default: return (.unknown, size, false)
+            }
+        case H5T_INTEGER:
+            let signed = H5Tget_sign(type) == H5T_SGN_2
+            switch size {
+            case 1: return (signed ? .int8 : .uint8, size, false)
+            case 2: return (signed ? .int16 : .uint16, size, false)
+            case 4: return (signed ? .int32 : .uint32, size, false)
+            case 8: return (signed ? .int64 : .uint64, size, false)
+            default: return (.unknown, size, false)
+            }
+        case H5T_STRING:
+            return (.string, size, H5Tis_variable_str(type) > 0)
+        case H5T_ENUM:
+            // h5py stores numpy bools as a one-byte enum {FALSE, TRUE}.
+            return (size == 1 ? .bool : .unknown, size, false)
+        case H5T_COMPOUND:
+            // h5py stores complex numbers as a compound {r, i}.
+            if H5Tget_nmembers(type) == 2 {
+                if size == 8 { return (.complex64, size, false) }
+                if size == 16 { return (.complex128, size, false) }
+            }
+            return (.unknown, size, false)
+        case H5T_VLEN:
+            return (.unknown, size, true)
+        default:
+            return (.unknown, size, false)
+        }
+    }
+
+    // MARK: Groups and links
+
+    private struct ObjectKey: Hashable {
+        let high: UInt64, low: UInt64
+    }
+
+    private func openGroup(_ groupPath: String) throws -> hid_t {
+        let group = H5Gopen2(fileID, groupPath.isEmpty ? "/" : groupPath, hid_t(H5P_DEFAULT))
+        guard group >= 0 else { throw unreadable("cannot open group '\(groupPath)': \(HDF5Library.takeErrorMessage())") }
+        return group
+    }
+
+    private func linkExists(_ linkPath: String) -> Bool {
+        // H5Lexists checks one level at a time: each parent must exist first.
+        var prefix = ""
+        for component in linkPath.split(separator: "/") {
+            prefix += prefix.isEmpty ? String(component) : "/" + component
+            let result = H5Lexists(fileID, prefix, hid_t(H5P_DEFAULT))
+            if result < 0 { _ = HDF5Library.takeErrorMessage(); return false }
+            if result == 0 { return false }
+        }
+        return true
+    }
+
+    private func objectType(_ objectPath: String) -> (type: Int32, key: ObjectKey)? {
+        var type: Int32 = -1
+        var key = [UInt8](repeating: 0, count: 16)
+        let status = key.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            guard let base = buffer.baseAddress else { return -1 }
+            return zoo_h5_object_identity(fileID, objectPath, &type, base)
+        }
+        if status < 0 { _ = HDF5Library.takeErrorMessage(); return nil }
+        let high = key[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let low = key[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return (type, ObjectKey(high: high, low: low))
+    }
+
+    private func isGroup(_ objectPath: String) -> Bool {
+        objectType(objectPath)?.type == Int32(H5O_TYPE_GROUP.rawValue)
+    }
+
+    private func isDataset(_ objectPath: String) -> Bool {
+        objectType(objectPath)?.type == Int32(H5O_TYPE_DATASET.rawValue)
+    }
+
+    /// The group's link names: creation order when the file tracks it, otherwise HDF5's
+    /// name order. Names that are all decimal digits (Keras 3's `vars/0`, `vars/1`, ...
+    /// `vars/10`) are sorted numerically, as they were created.
+    private func linkNames(ofGroup groupPath: String) throws -> [String] {
+        let group = try openGroup(groupPath)
+        defer { H5Gclose(group) }
+        var info = H5G_info_t()
+        guard H5Gget_info(group, &info) >= 0 else {
+            throw unreadable("cannot list group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
+        }
+        guard info.nlinks <= hsize_t(Scanner.maximumLinks) else {
+            throw unreadable("group '\(groupPath)' claims \(info.nlinks) members")
+        }
+        let count = Int(info.nlinks)
+        var names: [String] = []
+        names.reserveCapacity(count)
+        var index = H5_INDEX_CRT_ORDER
+        for position in 0..<count {
+            var length = H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), nil, 0, hid_t(H5P_DEFAULT))
+            if length < 0 && index == H5_INDEX_CRT_ORDER && position == 0 {
+                // Creation order is not tracked (h5py's default): fall back to names.
+                _ = HDF5Library.takeErrorMessage()
+                index = H5_INDEX_NAME
+                length = H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), nil, 0, hid_t(H5P_DEFAULT))
+            }
+            guard length >= 0, length < 1 << 20 else {
+                throw unreadable("cannot read member \(position) of group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
+            }
+            var buffer = [CChar](repeating: 0, count: length + 1)
+            guard H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), &buffer, length + 1,
+                                     hid_t(H5P_DEFAULT)) >= 0 else {
+                throw unreadable("cannot read member \(position) of group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
+            }
+            names.append(String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        if !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.count <= 18 && $0.allSatisfy { $0.isASCII && $0.isNumber } }) {
+            names.sort { (Int($0) ?? 0) < (Int($1) ?? 0) }
+        }
+        return names
+    }
+
+    /// Paths (without leading `/`) of every dataset below `groupPath`, depth first, following
+    /// hard links only and each group once.
+    private func datasets(under groupPath: String, depth: Int, visited: inout Set<ObjectKey>) throws -> [String] {
+        var found: [String] = []
+        try walk(groupPath, depth: depth, visited: &visited) { objectPath, type in
+            if type == Int32(H5O_TYPE_DATASET.rawValue) { found.append(objectPath) }
+        }
+        return found
+    }
+
+    /// Paths of every group below `groupPath` (not including it), depth first.
+    private func groups(under groupPath: String, depth: Int, visited: inout Set<ObjectKey>) throws -> [String] {
+        var found: [String] = []
+        try walk(groupPath, depth: depth, visited: &visited) { objectPath, type in
+            if type == Int32(H5O_TYPE_GROUP.rawValue) { found.append(objectPath) }
+        }
+        return found
+    }
+
+    private func walk(_ groupPath: String, depth: Int, visited: inout Set<ObjectKey>,
+                      _ visit: (String, Int32) throws -> Void) throws {
+        guard depth < Scanner.maximumDepth else {
+            throw unreadable("groups nest deeper than \(Scanner.maximumDepth) levels at '\(groupPath)'")
+        }
+        if let (_, key) = objectType(groupPath.isEmpty ? "/" : groupPath) {
+            guard visited.insert(key).inserted else { return }
+            guard visited.count <= Scanner.maximumLinks else { throw unreadable("too many groups") }
+        }
+        for name in try linkNames(ofGroup: groupPath.isEmpty ? "/" : groupPath) {
+            let child = groupPath.isEmpty ? name : groupPath + "/" + name
+            let hard = zoo_h5_link_is_hard(fileID, child)
+            if hard < 0 { _ = HDF5Library.takeErrorMessage() }
+            guard hard == 1, let (type, _) = objectType(child) else { continue }
+            try visit(child, type)
+            if type == Int32(H5O_TYPE_GROUP.rawValue) {
+                try walk(child, depth: depth + 1, visited: &visited, visit)
+            }
+        }
+    }
+
+    // MARK: Attributes
+
+    /// A string attribute as a list (a scalar gives one element), whether stored with fixed
+    /// or variable length. Keras 2 splits attributes too large for an object header into
+    /// `name0`, `name1`, ...; those are joined back. Nil when absent. A non-string attribute
+    /// with no elements (Keras writes empty `weight_names` as an empty float64 array) reads
+    /// as an empty list.
+    func stringAttribute(_ object: hid_t, _ name: String, owner: String) throws -> [String]? {
+        let exists = H5Aexists(object, name)
+        if exists < 0 { throw unreadable("cannot check attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())") }
+        if exists > 0 { return try readStringAttribute(object, name, owner: owner) }
+        var chunks: [String] = []
+        var chunk = 0
+        while H5Aexists(object, "\(name)\(chunk)") > 0 {
+            chunks += try readStringAttribute(object, "\(name)\(chunk)", owner: owner)
+            chunk += 1
+            guard chunk < 100_000 else { break }
+        }
+        return chunk > 0 ? chunks : nil
+    }
+
+    private func readStringAttribute(_ object: hid_t, _ name: String, owner: String) throws -> [String] {
+        let attribute = H5Aopen(object, name, hid_t(H5P_DEFAULT))
+        guard attribute >= 0 else {
+            throw unreadable("cannot open attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())")
+        }
+        defer { H5Aclose(attribute) }
+        let type = H5Aget_type(attribute)
+        let space = H5Aget_space(attribute)
+        defer { if type >= 0 { H5Tclose(type) }; if space >= 0 { H5Sclose(space) } }
+        guard type >= 0, space >= 0 else {
+            throw unreadable("cannot describe attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())")
+        }
+        let points = H5Sget_simple_extent_npoints(space)
+        guard points >= 0, points <= 10_000_000 else {
+            throw unreadable("attribute '\(name)' of '\(owner)' claims \(points) elements")
+        }
+        let count = Int(points)
+        guard H5Tget_class(type) == H5T_STRING else {
+            if count == 0 { return [] }
+            throw unreadable("attribute '\(name)' of '\(owner)' is not a string")
+        }
+        if count == 0 { return [] }
+        // Strings have no byte order, so reading with the stored type itself needs no
+        // conversion path (libhdf5 1.10 has none between some padding/charset combinations).
+        let memoryType = type
+        if H5Tis_variable_str(type) > 0 {
+            var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+            let status = H5Aread(attribute, memoryType, &pointers)
+            defer { for pointer in pointers where pointer != nil { H5free_memory(pointer) } }
+            guard status >= 0 else {
+                throw unreadable("cannot read attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())")
+            }
+            return pointers.map { $0.map { String(cString: $0) } ?? "" }
+        }
+
+        let width = Int(H5Tget_size(type))
+        let (total, overflow) = count.multipliedReportingOverflow(by: width)
+        guard width > 0, !overflow, total <= Scanner.maximumAttributeBytes else {
+            throw unreadable("attribute '\(name)' of '\(owner)' declares \(count) strings of \(width) bytes")
+        }
+        let padding = H5Tget_strpad(type)
+        var bytes = [UInt8](repeating: 0, count: total)
+        guard H5Aread(attribute, memoryType, &bytes) >= 0 else {
+            throw unreadable("cannot read attribute '\(name)' of '\(owner)': \(HDF5Library.takeErrorMessage())")
+        }
+        return (0..<count).map { element in
+            var field = bytes[(element * width)..<(element * width + width)]
+            if let end = field.firstIndex(of: 0) { field = field[..<end] }
+            if padding == H5T_STR_SPACEPAD {
+                while let last = field.last, last == 0x20 { field = field.dropLast() }
+            }
+            return String(decoding: field, as: UTF8.self)
+        }
+    }
+
+    private func unreadable(_ reason: String) -> ZooError {
+        ZooError.unreadableFile(path: path, reason: reason)
+    }
+}

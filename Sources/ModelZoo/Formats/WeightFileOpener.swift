@@ -1,0 +1,67 @@
+import Foundation
+
+/// Opens a weight file with the reader its content calls for, by magic bytes rather than
+/// by extension (downloads are often misnamed): HDF5's signature at offset 0 or at a user
+/// block boundary (512, 1024, 2048, ...), `\x93NUMPY`, or safetensors' 8-byte header
+/// length followed by `{`. ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
+/// first field is ModelProto's `ir_version` (tag 0x08), is handed to `onnxOpener`.
+public enum WeightFileOpener {
+    private static let hookLock = NSLock()
+    nonisolated(unsafe) private static var onnxOpenerStorage: ((String) throws -> WeightFile)?
+
+    /// The ONNX reader lives in its own module piece; whoever links it sets this once at
+    /// startup (`WeightFileOpener.onnxOpener = { try ONNXFile(path: $0) }`).
+    public static var onnxOpener: ((String) throws -> WeightFile)? {
+        get { hookLock.lock(); defer { hookLock.unlock() }; return onnxOpenerStorage }
+        set { hookLock.lock(); defer { hookLock.unlock() }; onnxOpenerStorage = newValue }
+    }
+
+    static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+
+    public static func open(path: String) throws -> WeightFile {
+        let file = try ReadOnlyFile(path: path)
+        let head = try file.bytes(at: 0, count: 16)
+        if head.isEmpty {
+            throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not a weight file")
+        }
+        if try hasHDF5Signature(file) {
+            return try HDF5File(path: path)
+        }
+        if head.starts(with: [0x93] + Array("NUMPY".utf8)) {
+            return try NPYFile(path: path)
+        }
+        if head.count >= 9, head[8] == UInt8(ascii: "{") {
+            let length = head[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            if length >= 2, length <= UInt64(file.size - 8) {
+                return try SafetensorsFile(path: path)
+            }
+        }
+        let lowercased = path.lowercased()
+        let namedONNX = lowercased.hasSuffix(".onnx") || lowercased.hasSuffix(".pb")
+        // ModelProto field 1 is ir_version, a small varint: tag byte 0x08, then a value < 128.
+        let looksLikeModelProto = head.count >= 2 && head[0] == 0x08 && head[1] < 0x80
+        if namedONNX || looksLikeModelProto {
+            guard let opener = onnxOpener else {
+                throw ZooError.unreadableFile(path: path, reason: "looks like ONNX, but no ONNX reader is registered "
+                    + "(WeightFileOpener.onnxOpener is not set)")
+            }
+            return try opener(path)
+            // TODO(lead): once ONNXFile is merged, either set onnxOpener at startup or call it here:
+            // return try ONNXFile(path: path)
+        }
+        let shown = head.prefix(16).map { String(format: "%02x", $0) }.joined(separator: " ")
+        throw ZooError.unreadableFile(path: path,
+                                      reason: "not an HDF5, ONNX, safetensors or npy file (first bytes: \(shown))")
+    }
+
+    /// HDF5 looks for its superblock at 0 and then at every power of two from 512 on
+    /// (files with a user block).
+    static func hasHDF5Signature(_ file: ReadOnlyFile) throws -> Bool {
+        var offset = 0
+        while offset + 8 <= file.size {
+            if try file.bytes(at: offset, count: 8) == hdf5Signature { return true }
+            offset = offset == 0 ? 512 : offset * 2
+        }
+        return false
+    }
+}

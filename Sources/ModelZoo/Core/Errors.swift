@@ -14,6 +14,9 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
     case badTensor(path: String, tensor: String, reason: String)
     /// A write failed; the target was left as it was.
     case writeFailed(path: String, reason: String)
+    /// The inference engine could not build or run a layer (oneDNN refused a descriptor,
+    /// a weight is missing or misshapen, an input tensor has the wrong shape).
+    case engineFailure(layer: String, reason: String)
 
     public var description: String {
         switch self {
@@ -29,6 +32,8 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
             return "\(path): tensor '\(tensor)': \(reason)"
         case let .writeFailed(path, reason):
             return "\(path): write failed: \(reason)"
+        case let .engineFailure(layer, reason):
+            return "engine: layer '\(layer)': \(reason)"
         }
     }
 }

@@ -1,0 +1,179 @@
+import CDNNL
+import Foundation
+
+/// A network compiled for CPU inference with oneDNN at a fixed batch size.
+///
+/// Compilation folds every BatchNorm that follows a convolution into the convolution's
+/// weights and bias, fuses activations as post-ops, fuses a residual add into the
+/// convolution that feeds it (oneDNN's `sum` post-op writes into the shortcut's buffer),
+/// lets each convolution and inner product choose its own (blocked) layouts, reorders the
+/// weights into them once, and keeps activations in those layouts from layer to layer.
+/// Reorders happen at the input, wherever two layers disagree on a layout, and at the output.
+///
+/// OpenMP: see `EngineEnvironment`; without `OMP_WAIT_POLICY=active` at process start the
+/// second thread helps little.
+public final class Network {
+    public let resolved: ResolvedNetwork
+    public let batch: Int
+    /// Worker threads every forward pass asks OpenMP for.
+    public let threads: Int
+    /// The shape `forward` returns: [batch, classes] for a classifier.
+    public let outputShape: [Int]
+    /// oneDNN's implementation per convolution and inner product (e.g. "brg:avx512_core"),
+    /// for diagnostics and benchmarks.
+    public let kernels: [(layer: String, implementation: String)]
+
+    private let program: CompiledProgram
+
+    public init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil) throws {
+        guard batch >= 1, batch <= 65536 else {
+            throw ZooError.invalidArgument("batch size must be between 1 and 65536, got \(batch)")
+        }
+        if let threads, threads < 1 {
+            throw ZooError.invalidArgument("thread count must be at least 1, got \(threads)")
+        }
+        self.resolved = net
+        self.batch = batch
+        self.threads = threads ?? EngineEnvironment.defaultThreads()
+        OpenMPRuntime.setThreads(self.threads)
+        let compiler = try NetworkCompiler(net: net, weights: weights, batch: batch)
+        self.program = try compiler.compile()
+        self.outputShape = program.outputShape
+        self.kernels = compiler.kernels
+    }
+
+    /// Runs the network on `input` ([batch, C, H, W], NCHW) and returns the logits.
+    public func forward(_ input: Tensor) throws -> Tensor {
+        let c = resolved.input
+        let expected = [batch, c.c, c.h, c.w]
+        guard input.shape == expected else {
+            throw ZooError.engineFailure(
+                layer: Layer.networkInput,
+                reason: "\(resolved.architecture.id) compiled for input \(expected) (batch, channels, height, width), got \(input.shape)")
+        }
+        OpenMPRuntime.setThreads(threads)
+        return try program.run(input.data)
+    }
+
+    /// Times `iterations` forward passes on random input after `warmup` untimed ones.
+    public func benchmark(iterations: Int, warmup: Int) throws -> BenchmarkResult {
+        guard iterations >= 1, warmup >= 0 else {
+            throw ZooError.invalidArgument("benchmark needs at least one iteration, got \(iterations)")
+        }
+        let c = resolved.input
+        var generator = SplitMix64(seed: 1)
+        let input = Tensor(shape: [batch, c.c, c.h, c.w],
+                           data: (0..<(batch * c.count)).map { _ in Float(generator.nextUniform() * 2 - 1) })
+        for _ in 0..<warmup { _ = try forward(input) }
+        var times: [Double] = []
+        for _ in 0..<iterations {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try forward(input)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        let mean = times.reduce(0, +) / Double(times.count)
+        let sorted = times.sorted()
+        return BenchmarkResult(batch: batch, threads: threads, iterations: iterations,
+                               msPerBatch: mean, minMsPerBatch: sorted[0], medianMsPerBatch: sorted[sorted.count / 2],
+                               macsPerImage: resolved.totalMACs)
+    }
+
+    /// Looks up one parameter of a layer and checks its shape against the spec.
+    static func parameter(_ weights: [String: Tensor], _ layer: ResolvedLayer, _ role: ParameterRole) throws -> Tensor {
+        guard let spec = (layer.parameters + layer.buffers).first(where: { $0.role == role }) else {
+            throw ZooError.engineFailure(layer: layer.layer.name, reason: "has no \(role.rawValue) parameter")
+        }
+        guard let tensor = weights[spec.name] else {
+            throw ZooError.engineFailure(layer: layer.layer.name, reason: "weight '\(spec.name)' is missing")
+        }
+        guard tensor.shape == spec.shape else {
+            throw ZooError.engineFailure(
+                layer: layer.layer.name,
+                reason: "weight '\(spec.name)' has shape \(tensor.shape), expected \(spec.shape)")
+        }
+        return tensor
+    }
+
+    /// A classifier's [N, C, 1, 1] output is returned as [N, C].
+    static func presentOutput(_ t: Tensor) -> Tensor {
+        if t.shape.count == 4, t.shape[2] == 1, t.shape[3] == 1 {
+            return Tensor(shape: [t.shape[0], t.shape[1]], data: t.data)
+        }
+        return t
+    }
+}
+
+public struct BenchmarkResult: Sendable, CustomStringConvertible {
+    public let batch: Int
+    public let threads: Int
+    public let iterations: Int
+    /// Mean wall time of one forward pass of the whole batch.
+    public let msPerBatch: Double
+    public let minMsPerBatch: Double
+    public let medianMsPerBatch: Double
+    public let macsPerImage: Int
+
+    public var msPerImage: Double { msPerBatch / Double(batch) }
+    public var imagesPerSecond: Double { 1000 * Double(batch) / msPerBatch }
+    /// Achieved arithmetic rate, counting a multiply-accumulate as two operations.
+    public var gflops: Double { 2 * Double(macsPerImage) * Double(batch) / (medianMsPerBatch * 1e6) }
+
+    public var description: String {
+        String(format: "batch %d, %d threads: %.2f ms/batch (median %.2f, min %.2f), %.1f images/s, %.0f GFLOP/s",
+               batch, threads, msPerBatch, medianMsPerBatch, minMsPerBatch, imagesPerSecond, gflops)
+    }
+}
+
+// MARK: - Compiled form
+
+/// The executable result of compilation: a flat list of steps over preallocated buffers.
+final class CompiledProgram {
+    enum Step {
+        case primitive(dnnl_primitive_t, [dnnl_exec_arg_t], layer: String)
+        /// Work oneDNN cannot express, run in Swift on plain NCHW buffers.
+        case host(layer: String, run: () -> Void)
+    }
+
+    private var resources: DNNLResources?
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+    let steps: [Step]
+    let inputBuffer: UnsafeMutablePointer<Float>
+    let inputCount: Int
+    let outputBuffer: UnsafeMutablePointer<Float>
+    let outputShape: [Int]
+
+    init(resources: DNNLResources, engine: dnnl_engine_t, stream: dnnl_stream_t, steps: [Step],
+         inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,
+         outputBuffer: UnsafeMutablePointer<Float>, outputShape: [Int]) {
+        self.resources = resources; self.engine = engine; self.stream = stream; self.steps = steps
+        self.inputBuffer = inputBuffer; self.inputCount = inputCount
+        self.outputBuffer = outputBuffer; self.outputShape = outputShape
+    }
+
+    func run(_ input: [Float]) throws -> Tensor {
+        input.withUnsafeBufferPointer { source in
+            if let base = source.baseAddress { inputBuffer.update(from: base, count: inputCount) }
+        }
+        for step in steps {
+            switch step {
+            case let .primitive(primitive, args, layer):
+                try DNNL.check(dnnl_primitive_execute(primitive, stream, Int32(args.count), args),
+                               layer: layer, "execute")
+            case let .host(layer, run):
+                try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
+                run()
+            }
+        }
+        try DNNL.check(dnnl_stream_wait(stream), layer: "output", "stream wait")
+        let count = outputShape.reduce(1, *)
+        return Tensor(shape: outputShape, data: Array(UnsafeBufferPointer(start: outputBuffer, count: count)))
+    }
+
+    deinit {
+        // Primitives and memories go first, then the stream and engine they were made on.
+        resources = nil
+        dnnl_stream_destroy(stream)
+        dnnl_engine_destroy(engine)
+    }
+}

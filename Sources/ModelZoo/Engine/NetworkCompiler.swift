@@ -1,0 +1,706 @@
+import CDNNL
+import Foundation
+
+/// Turns a `ResolvedNetwork` and its canonical weights into oneDNN primitives. Used once per
+/// `Network`; see `Network` for the optimisations it applies.
+final class NetworkCompiler {
+    /// One activation tensor as the compiled network holds it.
+    struct Value {
+        var memory: dnnl_memory_t
+        var md: dnnl_memory_desc_t
+        /// Per-image logical shape (what the spec says, e.g. after a flatten).
+        var shape: Shape3
+        /// Whether a layer wrote this buffer itself (not the network input, not a view).
+        var ownsBuffer: Bool
+    }
+
+    /// A convolution whose only reader is a two-input add: it is built when the add is
+    /// reached, so that it can accumulate into the other operand's buffer.
+    struct DeferredConv {
+        let layer: ResolvedLayer
+        let spec: ConvSpec
+        let source: String
+        let weights: [Float]
+        let bias: [Float]
+    }
+
+    let net: ResolvedNetwork
+    let weights: [String: Tensor]
+    let batch: Int
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+    let resources = DNNLResources()
+    private var steps: [CompiledProgram.Step] = []
+    private var values: [String: Value] = [:]
+    /// Reordered copies already made of a buffer, so two readers wanting the same layout
+    /// share one reorder.
+    private var conversions: [OpaquePointer: [(md: dnnl_memory_desc_t, memory: dnnl_memory_t)]] = [:]
+    private var deferred: [String: DeferredConv] = [:]
+    private(set) var kernels: [(layer: String, implementation: String)] = []
+
+    /// Layer indices reading each value.
+    private var readers: [String: [Int]] = [:]
+    /// The step position at which each layer really runs (deferred convs run at their add).
+    private var runsAt: [String: Int] = [:]
+    /// conv name -> the BatchNorm folded into it.
+    private var foldedBatchNorm: [String: ResolvedLayer] = [:]
+
+    init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int) throws {
+        self.net = net
+        self.weights = weights
+        self.batch = batch
+        var engine: dnnl_engine_t?
+        try DNNL.check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
+        guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
+        var stream: dnnl_stream_t?
+        let status = dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue))
+        guard status == dnnl_success, let stream else {
+            dnnl_engine_destroy(engine)
+            throw ZooError.engineFailure(layer: "engine", reason: "dnnl_stream_create failed: \(DNNL.describe(status))")
+        }
+        self.engine = engine
+        self.stream = stream
+    }
+
+    // MARK: - Planning
+
+    private func plan() {
+        let layers = net.layers
+        for (index, resolved) in layers.enumerated() {
+            for name in resolved.layer.inputs { readers[name, default: []].append(index) }
+            runsAt[resolved.layer.name] = index
+        }
+        let byName = Dictionary(layers.map { ($0.layer.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for resolved in layers {
+            guard case .batchNorm = resolved.layer.op, resolved.layer.inputs.count == 1,
+                  let producer = byName[resolved.layer.inputs[0]], case .conv = producer.layer.op,
+                  producer.layer.activation == nil, readers[producer.layer.name]?.count == 1 else { continue }
+            foldedBatchNorm[producer.layer.name] = resolved
+        }
+        // A conv (with its folded BN) whose sole reader is a two-input add, with no activation
+        // in between, is deferred to the add.
+        for resolved in layers {
+            guard case .conv = resolved.layer.op else { continue }
+            let bn = foldedBatchNorm[resolved.layer.name]
+            let outputName = bn?.layer.name ?? resolved.layer.name
+            let activation = bn?.layer.activation ?? resolved.layer.activation
+            guard activation == nil, let reading = readers[outputName], reading.count == 1 else { continue }
+            let consumer = layers[reading[0]].layer
+            guard case .add = consumer.op, consumer.inputs.count == 2, Set(consumer.inputs).count == 2 else { continue }
+            runsAt[resolved.layer.name] = reading[0]
+            if let bn { runsAt[bn.layer.name] = reading[0] }
+        }
+    }
+
+    // MARK: - Compilation
+
+    func compile() throws -> CompiledProgram {
+        plan()
+        let input = net.input
+        let inputMD = try DNNL.desc([batch, input.c, input.h, input.w], dnnl_nchw, layer: Layer.networkInput)
+        let inputMemory = try newMemory(inputMD, layer: Layer.networkInput)
+        values[Layer.networkInput] = Value(memory: inputMemory, md: inputMD, shape: input, ownsBuffer: false)
+
+        for (index, resolved) in net.layers.enumerated() {
+            try compileLayer(resolved, index: index)
+        }
+        guard let last = net.layers.last, let result = values[last.layer.name] else {
+            throw ZooError.engineFailure(layer: "output", reason: "the network has no layers")
+        }
+        let shape = result.shape
+        let plainDims = result.md.ndims == 2 ? [batch, shape.count] : [batch, shape.c, shape.h, shape.w]
+        let logicalDims = DNNL.dims(of: result.md)
+        let outputMD = try DNNL.desc(logicalDims, DNNL.plainTag(rank: logicalDims.count), layer: last.layer.name)
+        let outputMemory = try converted(result, to: outputMD, layer: last.layer.name)
+        let outputShape = shape.h == 1 && shape.w == 1 ? [batch, shape.c] : plainDims
+        return CompiledProgram(
+            resources: resources, engine: engine, stream: stream, steps: steps,
+            inputBuffer: try handle(inputMemory, layer: Layer.networkInput), inputCount: batch * input.count,
+            outputBuffer: try handle(outputMemory, layer: last.layer.name), outputShape: outputShape)
+    }
+
+    private func value(_ name: String, for layer: String) throws -> Value {
+        guard let value = values[name] else {
+            throw ZooError.engineFailure(layer: layer, reason: "reads '\(name)', which is not computed before it")
+        }
+        return value
+    }
+
+    private func compileLayer(_ resolved: ResolvedLayer, index: Int) throws {
+        let layer = resolved.layer
+        let name = layer.name
+        switch layer.op {
+        case .conv(let spec):
+            let bn = foldedBatchNorm[name]
+            let (weights, bias) = try convParameters(resolved, spec, foldingInto: bn)
+            let outputName = bn?.layer.name ?? name
+            let activation = bn?.layer.activation ?? layer.activation
+            if runsAt[name] != index {
+                deferred[outputName] = DeferredConv(layer: resolved, spec: spec, source: layer.inputs[0],
+                                                    weights: weights, bias: bias)
+                return
+            }
+            let source = try value(layer.inputs[0], for: name)
+            let output = bn?.output ?? resolved.output
+            values[outputName] = try buildConv(resolved, spec, source: source, output: output, weights: weights,
+                                               bias: bias, activation: activation, accumulateInto: nil)
+        case .batchNorm(let epsilon):
+            if values[name] != nil || deferred[name] != nil { return }  // folded into its conv
+            values[name] = try buildBatchNorm(resolved, epsilon: epsilon, source: try value(layer.inputs[0], for: name))
+        case .maxPool(let spec), .avgPool(let spec):
+            var isMax = false
+            if case .maxPool = layer.op { isMax = true }
+            values[name] = try buildPool(resolved, spec, max: isMax, source: try value(layer.inputs[0], for: name))
+        case .adaptiveAvgPool(let size):
+            values[name] = try buildAdaptivePool(resolved, size, source: try value(layer.inputs[0], for: name))
+        case .lrn(let spec):
+            values[name] = try buildLRN(resolved, spec, source: try value(layer.inputs[0], for: name))
+        case .flatten:
+            var view = try value(layer.inputs[0], for: name)
+            view.shape = resolved.output
+            view.ownsBuffer = false
+            values[name] = view
+        case .dropout:
+            var view = try value(layer.inputs[0], for: name)
+            view.ownsBuffer = false
+            values[name] = view
+        case .linear:
+            values[name] = try buildInnerProduct(resolved, source: try value(layer.inputs[0], for: name))
+        case .concat:
+            values[name] = try buildConcat(resolved, sources: try layer.inputs.map { try value($0, for: name) })
+        case .add:
+            values[name] = try buildAdd(resolved, index: index)
+        case .softmax:
+            values[name] = try buildSoftmax(resolved, source: try value(layer.inputs[0], for: name))
+        }
+        if let activation = layer.activation, let produced = values[name], !activationFused(layer) {
+            try appendEltwise(activation, on: produced, layer: name)
+        }
+    }
+
+    /// Layers whose activation is applied inside their own primitive.
+    private func activationFused(_ layer: Layer) -> Bool {
+        switch layer.op {
+        case .conv, .linear, .add: return true
+        case .batchNorm: return layer.activation == .relu  // dnnl_fuse_norm_relu
+        default: return false
+        }
+    }
+
+    // MARK: - Memory helpers
+
+    private func newMemory(_ md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
+        var md = md
+        var memory: dnnl_memory_t?
+        try DNNL.check(dnnl_memory_create(&memory, &md, engine, DNNL.allocate), layer: layer, "memory allocation")
+        guard let memory else { throw ZooError.engineFailure(layer: layer, reason: "memory allocation returned nothing") }
+        resources.keep(memory: memory)
+        return memory
+    }
+
+    private func handle(_ memory: dnnl_memory_t, layer: String) throws -> UnsafeMutablePointer<Float> {
+        var pointer: UnsafeMutableRawPointer?
+        try DNNL.check(dnnl_memory_get_data_handle(memory, &pointer), layer: layer, "data handle")
+        guard let pointer else { throw ZooError.engineFailure(layer: layer, reason: "memory has no buffer") }
+        return pointer.assumingMemoryBound(to: Float.self)
+    }
+
+    /// A buffer holding `data` (plain layout `dims`) reordered into `target`, done now, once.
+    private func constantMemory(_ data: [Float], dims: [Int], target: dnnl_memory_desc_t,
+                                layer: String) throws -> dnnl_memory_t {
+        let plainMD = try DNNL.desc(dims, DNNL.plainTag(rank: dims.count), layer: layer)
+        let plain = try newMemory(plainMD, layer: layer)
+        let pointer = try handle(plain, layer: layer)
+        data.withUnsafeBufferPointer { source in
+            if let base = source.baseAddress { pointer.update(from: base, count: data.count) }
+        }
+        if DNNL.equal(plainMD, target) { return plain }
+        let placed = try newMemory(target, layer: layer)
+        let reorder = try makeReorder(from: plainMD, to: target, layer: layer)
+        let args = [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: plain), dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: placed)]
+        try DNNL.check(dnnl_primitive_execute(reorder, stream, 2, args), layer: layer, "weight reorder")
+        try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
+        return placed
+    }
+
+    private func makeReorder(from source: dnnl_memory_desc_t, to target: dnnl_memory_desc_t,
+                             layer: String) throws -> dnnl_primitive_t {
+        var source = source, target = target
+        var pd: dnnl_primitive_desc_t?
+        try DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &source, engine, &target, engine, nil),
+                       layer: layer, "reorder descriptor")
+        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "no reorder descriptor") }
+        resources.keep(descriptor: pd)
+        return try makePrimitive(pd, layer: layer)
+    }
+
+    private func makePrimitive(_ pd: dnnl_primitive_desc_t, layer: String) throws -> dnnl_primitive_t {
+        var primitive: dnnl_primitive_t?
+        try DNNL.check(dnnl_primitive_create(&primitive, pd), layer: layer, "primitive creation")
+        guard let primitive else { throw ZooError.engineFailure(layer: layer, reason: "no primitive") }
+        resources.keep(primitive: primitive)
+        return primitive
+    }
+
+    /// Creates a primitive descriptor from an op descriptor (`dnnl_*_desc_t`).
+    private func describe<Descriptor>(_ descriptor: inout Descriptor, attributes: dnnl_primitive_attr_t? = nil,
+                                      layer: String, _ what: String) throws -> dnnl_primitive_desc_t {
+        var pd: dnnl_primitive_desc_t?
+        let status = withUnsafeMutablePointer(to: &descriptor) { pointer in
+            dnnl_primitive_desc_create(&pd, UnsafeRawPointer(pointer), attributes, engine, nil)
+        }
+        try DNNL.check(status, layer: layer, what)
+        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "\(what): no descriptor") }
+        resources.keep(descriptor: pd)
+        return pd
+    }
+
+    /// The value's buffer in layout `md`, adding a reorder step the first time it is needed.
+    private func converted(_ value: Value, to md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
+        if DNNL.equal(value.md, md) { return value.memory }
+        if let cached = conversions[value.memory]?.first(where: { DNNL.equal($0.md, md) }) { return cached.memory }
+        let memory = try newMemory(md, layer: layer)
+        let reorder = try makeReorder(from: value.md, to: md, layer: layer)
+        steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
+                                          dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: memory)], layer: layer))
+        conversions[value.memory, default: []].append((md, memory))
+        return memory
+    }
+
+    /// Primitive attributes carrying post-ops: an optional in-place accumulation (residual
+    /// sum) followed by an optional activation.
+    private func postOps(activation: Activation?, accumulate: Bool, layer: String) throws -> dnnl_primitive_attr_t? {
+        guard activation != nil || accumulate else { return nil }
+        var ops: dnnl_post_ops_t?
+        try DNNL.check(dnnl_post_ops_create(&ops), layer: layer, "post-ops")
+        guard let ops else { return nil }
+        resources.keep(postOps: ops)
+        if accumulate { try DNNL.check(dnnl_post_ops_append_sum(ops, 1), layer: layer, "sum post-op") }
+        if let activation {
+            try DNNL.check(dnnl_post_ops_append_eltwise(ops, 1, Self.algorithm(activation), 0, 0),
+                           layer: layer, "activation post-op")
+        }
+        var attributes: dnnl_primitive_attr_t?
+        try DNNL.check(dnnl_primitive_attr_create(&attributes), layer: layer, "attributes")
+        guard let attributes else { return nil }
+        resources.keep(attribute: attributes)
+        try DNNL.check(dnnl_primitive_attr_set_post_ops(attributes, ops), layer: layer, "set post-ops")
+        return attributes
+    }
+
+    private static func algorithm(_ activation: Activation) -> dnnl_alg_kind_t {
+        switch activation {
+        case .relu: return dnnl_eltwise_relu
+        case .tanh: return dnnl_eltwise_tanh
+        }
+    }
+
+    private func appendEltwise(_ activation: Activation, on value: Value, layer: String) throws {
+        var md = value.md
+        var descriptor = dnnl_eltwise_desc_t()
+        try DNNL.check(dnnl_eltwise_forward_desc_init(&descriptor, dnnl_forward_inference,
+                                                      Self.algorithm(activation), &md, 0, 0),
+                       layer: layer, "activation descriptor")
+        let pd = try describe(&descriptor, layer: layer, "activation")
+        let primitive = try makePrimitive(pd, layer: layer)
+        steps.append(.primitive(primitive, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
+                                            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: value.memory)], layer: layer))
+    }
+
+    private func anyDesc(_ dims: [Int], layer: String) throws -> dnnl_memory_desc_t {
+        try DNNL.desc(dims, dnnl_format_tag_any, layer: layer)
+    }
+
+    private func fourDimensional(_ value: Value, layer: String) throws -> [Int] {
+        let dims = DNNL.dims(of: value.md)
+        guard dims.count == 4 else {
+            throw ZooError.engineFailure(layer: layer, reason: "needs a [N, C, H, W] input, got a \(dims.count)-d tensor \(dims)")
+        }
+        return dims
+    }
+
+    // MARK: - Convolution
+
+    /// Canonical weights and bias, with a following BatchNorm folded in:
+    /// w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
+    private func convParameters(_ resolved: ResolvedLayer, _ spec: ConvSpec,
+                                foldingInto bn: ResolvedLayer?) throws -> ([Float], [Float]) {
+        var weights = try Network.parameter(self.weights, resolved, .weight).data
+        var bias = spec.bias ? try Network.parameter(self.weights, resolved, .bias).data
+                             : [Float](repeating: 0, count: spec.outChannels)
+        guard let bn, case .batchNorm(let epsilon) = bn.layer.op else { return (weights, bias) }
+        let gamma = try Network.parameter(self.weights, bn, .weight).data
+        let beta = try Network.parameter(self.weights, bn, .bias).data
+        let mean = try Network.parameter(self.weights, bn, .runningMean).data
+        let variance = try Network.parameter(self.weights, bn, .runningVar).data
+        let perChannel = weights.count / spec.outChannels
+        for o in 0..<spec.outChannels {
+            let scale = Double(gamma[o]) / (Double(variance[o]) + epsilon).squareRoot()
+            for i in (o * perChannel)..<((o + 1) * perChannel) { weights[i] = Float(Double(weights[i]) * scale) }
+            bias[o] = Float((Double(bias[o]) - Double(mean[o])) * scale + Double(beta[o]))
+        }
+        return (weights, bias)
+    }
+
+    private func buildConv(_ resolved: ResolvedLayer, _ spec: ConvSpec, source: Value, output: Shape3,
+                           weights: [Float], bias: [Float], activation: Activation?,
+                           accumulateInto target: Value?) throws -> Value {
+        let name = resolved.layer.name
+        let input = try fourDimensional(source, layer: name)
+        let (n, c) = (input[0], input[1])
+        let g = spec.groups
+        let plainWeightDims = g > 1
+            ? [g, spec.outChannels / g, c / g, spec.kernel.h, spec.kernel.w]
+            : [spec.outChannels, c, spec.kernel.h, spec.kernel.w]
+        var srcMD = try anyDesc(input, layer: name)
+        var weightMD = try anyDesc(plainWeightDims, layer: name)
+        var biasMD = try anyDesc([spec.outChannels], layer: name)
+        var dstMD = try target?.md ?? anyDesc([n, output.c, output.h, output.w], layer: name)
+        let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
+        let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
+        let padAfter: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
+        var descriptor = dnnl_convolution_desc_t()
+        try DNNL.check(dnnl_convolution_forward_desc_init(&descriptor, dnnl_forward_inference, dnnl_convolution_direct,
+                                                          &srcMD, &weightMD, &biasMD, &dstMD,
+                                                          strides, padBefore, padAfter),
+                       layer: name, "convolution descriptor")
+        let attributes = try postOps(activation: activation, accumulate: target != nil, layer: name)
+        let pd = try describe(&descriptor, attributes: attributes, layer: name, "convolution")
+        kernels.append((name, DNNL.implementationName(pd)))
+        guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
+              let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "convolution did not report its layouts")
+        }
+        let srcMemory = try converted(source, to: chosenSrc, layer: name)
+        let weightMemory = try constantMemory(weights, dims: plainWeightDims, target: chosenWeights, layer: name)
+        let biasMemory = try constantMemory(bias, dims: [spec.outChannels], target: chosenBias, layer: name)
+        let dstMemory = try target?.memory ?? newMemory(chosenDst, layer: name)
+        let primitive = try makePrimitive(pd, layer: name)
+        steps.append(.primitive(primitive, [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: srcMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.weights, memory: weightMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.bias, memory: biasMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: chosenDst, shape: output, ownsBuffer: true)
+    }
+
+    // MARK: - Residual add
+
+    private func buildAdd(_ resolved: ResolvedLayer, index: Int) throws -> Value {
+        let layer = resolved.layer
+        let name = layer.name
+        if layer.inputs.count == 2 {
+            let pendingNames = layer.inputs.filter { deferred[$0] != nil }
+            // Build every deferred operand except the one that will accumulate.
+            var accumulating: (String, DeferredConv)?
+            for operand in pendingNames {
+                guard let conv = deferred[operand] else { continue }
+                if accumulating == nil { accumulating = (operand, conv); continue }
+                values[operand] = try buildDeferred(conv, outputName: operand, accumulateInto: nil, activation: nil)
+                deferred[operand] = nil
+            }
+            if let (operand, conv) = accumulating {
+                deferred[operand] = nil
+                let otherName = layer.inputs[0] == operand ? layer.inputs[1] : layer.inputs[0]
+                let other = try value(otherName, for: name)
+                if canOverwrite(otherName, other, at: index, readBy: conv) {
+                    var sum = try buildDeferred(conv, outputName: operand, accumulateInto: other,
+                                                activation: layer.activation)
+                    // The other operand's buffer now holds the sum: earlier reorders of it are stale.
+                    conversions[other.memory] = nil
+                    sum.shape = resolved.output
+                    return sum
+                }
+                values[operand] = try buildDeferred(conv, outputName: operand, accumulateInto: nil, activation: nil)
+            }
+        }
+        let sources = try layer.inputs.map { try value($0, for: name) }
+        return try buildElementwiseSum(resolved, sources: sources)
+    }
+
+    /// Whether the residual conv may write its sum into `other`'s buffer: nobody reads that
+    /// buffer after the add, it is a real layer output (not the input or a view), and the conv
+    /// does not read it itself.
+    private func canOverwrite(_ otherName: String, _ other: Value, at index: Int, readBy conv: DeferredConv) -> Bool {
+        guard other.ownsBuffer, DNNL.dims(of: other.md).count == 4, conv.source != otherName else { return false }
+        if let source = values[conv.source], source.memory == other.memory { return false }
+        for reader in readers[otherName] ?? [] {
+            let readerLayer = net.layers[reader].layer
+            switch readerLayer.op {
+            case .flatten, .dropout, .adaptiveAvgPool: return false  // views would outlive the add
+            default: break
+            }
+            guard let position = runsAt[readerLayer.name], position <= index else { return false }
+        }
+        return true
+    }
+
+    private func buildDeferred(_ conv: DeferredConv, outputName: String, accumulateInto target: Value?,
+                               activation: Activation?) throws -> Value {
+        let source = try value(conv.source, for: conv.layer.layer.name)
+        return try buildConv(conv.layer, conv.spec, source: source, output: conv.layer.output,
+                             weights: conv.weights, bias: conv.bias, activation: activation, accumulateInto: target)
+    }
+
+    private func buildElementwiseSum(_ resolved: ResolvedLayer, sources: [Value]) throws -> Value {
+        let name = resolved.layer.name
+        let first = sources[0]
+        let attributes = try postOps(activation: resolved.layer.activation, accumulate: false, layer: name)
+        if sources.count == 2 {
+            var src0 = first.md
+            var src1 = first.md
+            var dst = try anyDesc(DNNL.dims(of: first.md), layer: name)
+            var descriptor = dnnl_binary_desc_t()
+            try DNNL.check(dnnl_binary_desc_init(&descriptor, dnnl_binary_add, &src0, &src1, &dst),
+                           layer: name, "add descriptor")
+            let pd = try describe(&descriptor, attributes: attributes, layer: name, "add")
+            guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+                throw ZooError.engineFailure(layer: name, reason: "add did not report its layout")
+            }
+            let second = try converted(sources[1], to: first.md, layer: name)
+            let dstMemory = try newMemory(chosenDst, layer: name)
+            steps.append(.primitive(try makePrimitive(pd, layer: name), [
+                dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: first.memory),
+                dnnl_exec_arg_t(arg: DNNL.Arg.src1, memory: second),
+                dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+            ], layer: name))
+            return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+        }
+        // Three or more operands: oneDNN's sum primitive, activation as a separate step.
+        var mds = sources.map { _ in first.md }
+        let scales = [Float](repeating: 1, count: sources.count)
+        var pd: dnnl_primitive_desc_t?
+        var dst = first.md
+        try DNNL.check(dnnl_sum_primitive_desc_create(&pd, &dst, Int32(sources.count), scales, &mds, nil, engine),
+                       layer: name, "sum descriptor")
+        guard let pd else { throw ZooError.engineFailure(layer: name, reason: "no sum descriptor") }
+        resources.keep(descriptor: pd)
+        var args: [dnnl_exec_arg_t] = []
+        for (i, source) in sources.enumerated() {
+            args.append(dnnl_exec_arg_t(arg: DNNL.Arg.multipleSrc + Int32(i),
+                                        memory: try converted(source, to: first.md, layer: name)))
+        }
+        let dstMemory = try newMemory(first.md, layer: name)
+        args.append(dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory))
+        steps.append(.primitive(try makePrimitive(pd, layer: name), args, layer: name))
+        let result = Value(memory: dstMemory, md: first.md, shape: resolved.output, ownsBuffer: true)
+        if let activation = resolved.layer.activation { try appendEltwise(activation, on: result, layer: name) }
+        return result
+    }
+
+    // MARK: - Other layers
+
+    private func buildBatchNorm(_ resolved: ResolvedLayer, epsilon: Double, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        _ = try fourDimensional(source, layer: name)
+        var md = source.md
+        var flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+        if resolved.layer.activation == .relu { flags |= dnnl_fuse_norm_relu.rawValue }
+        var descriptor = dnnl_batch_normalization_desc_t()
+        try DNNL.check(dnnl_batch_normalization_forward_desc_init(&descriptor, dnnl_forward_inference, &md,
+                                                                  Float(epsilon), UInt32(flags)),
+                       layer: name, "batch normalization descriptor")
+        let pd = try describe(&descriptor, layer: name, "batch normalization")
+        let c = source.shape.c
+        let vectorMD = try DNNL.desc([c], dnnl_a, layer: name)
+        func vector(_ role: ParameterRole) throws -> dnnl_memory_t {
+            try constantMemory(try Network.parameter(weights, resolved, role).data, dims: [c], target: vectorMD, layer: name)
+        }
+        let dstMemory = try newMemory(source.md, layer: name)
+        steps.append(.primitive(try makePrimitive(pd, layer: name), [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.mean, memory: try vector(.runningMean)),
+            dnnl_exec_arg_t(arg: DNNL.Arg.variance, memory: try vector(.runningVar)),
+            dnnl_exec_arg_t(arg: DNNL.Arg.scale, memory: try vector(.weight)),
+            dnnl_exec_arg_t(arg: DNNL.Arg.shift, memory: try vector(.bias)),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: source.md, shape: resolved.output, ownsBuffer: true)
+    }
+
+    private func buildPool(_ resolved: ResolvedLayer, _ spec: PoolSpec, max isMax: Bool, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        let input = try fourDimensional(source, layer: name)
+        let (h, w) = (input[2], input[3])
+        let output = resolved.output
+        // Ceil mode is expressed as extra bottom/right padding: just enough for the last
+        // window the spec's rule keeps.
+        let padBottom = Swift.max(spec.padding.bottom, (output.h - 1) * spec.stride.h + spec.kernel.h - h - spec.padding.top)
+        let padRight = Swift.max(spec.padding.right, (output.w - 1) * spec.stride.w + spec.kernel.w - w - spec.padding.left)
+        let overhang = padBottom > spec.padding.bottom || padRight > spec.padding.right
+        var algorithm = dnnl_pooling_max
+        if !isMax {
+            let declaredPadding = spec.padding != .zero
+            if spec.countIncludePad && overhang && declaredPadding {
+                // PyTorch and Caffe count declared padding but not the ceil overhang in the
+                // divisor; oneDNN can only count both or neither.
+                return try hostLayer(resolved, source: source) { ReferenceEngine.avgPool($0, spec) }
+            }
+            // Without declared padding, "include padding" means "the input positions read".
+            algorithm = spec.countIncludePad && declaredPadding ? dnnl_pooling_avg_include_padding
+                                                                : dnnl_pooling_avg_exclude_padding
+        }
+        var srcMD = source.md
+        var dstMD = try anyDesc([input[0], output.c, output.h, output.w], layer: name)
+        let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
+        let kernel: [Int64] = [Int64(spec.kernel.h), Int64(spec.kernel.w)]
+        let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
+        let padAfter: [Int64] = [Int64(padBottom), Int64(padRight)]
+        var descriptor = dnnl_pooling_desc_t()
+        try DNNL.check(dnnl_pooling_forward_desc_init(&descriptor, dnnl_forward_inference, algorithm, &srcMD, &dstMD,
+                                                      strides, kernel, padBefore, padAfter),
+                       layer: name, "pooling descriptor")
+        let pd = try describe(&descriptor, layer: name, "pooling")
+        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "pooling did not report its layout")
+        }
+        let dstMemory = try newMemory(chosenDst, layer: name)
+        steps.append(.primitive(try makePrimitive(pd, layer: name), [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: chosenDst, shape: output, ownsBuffer: true)
+    }
+
+    private func buildAdaptivePool(_ resolved: ResolvedLayer, _ size: Size2, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        let input = try fourDimensional(source, layer: name)
+        let (h, w) = (input[2], input[3])
+        if h == size.h && w == size.w {
+            var view = source
+            view.ownsBuffer = false
+            return view
+        }
+        if h % size.h == 0 && w % size.w == 0 {
+            // Even split: every window is the same plain average pool.
+            let spec = PoolSpec(kernel: Size2(h / size.h, w / size.w), stride: Size2(h / size.h, w / size.w),
+                                padding: .zero, ceilMode: false, countIncludePad: false)
+            return try buildPool(resolved, spec, max: false, source: source)
+        }
+        return try hostLayer(resolved, source: source) { ReferenceEngine.adaptiveAvgPool($0, size) }
+    }
+
+    private func buildLRN(_ resolved: ResolvedLayer, _ spec: LRNSpec, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        _ = try fourDimensional(source, layer: name)
+        var md = source.md
+        var descriptor = dnnl_lrn_desc_t()
+        // oneDNN divides alpha by local_size, as Caffe and the spec do.
+        try DNNL.check(dnnl_lrn_forward_desc_init(&descriptor, dnnl_forward_inference, dnnl_lrn_across_channels, &md,
+                                                  Int64(spec.size), Float(spec.alpha), Float(spec.beta), Float(spec.k)),
+                       layer: name, "LRN descriptor")
+        let pd = try describe(&descriptor, layer: name, "LRN")
+        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "LRN did not report its layout")
+        }
+        let dstMemory = try newMemory(chosenDst, layer: name)
+        steps.append(.primitive(try makePrimitive(pd, layer: name), [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+    }
+
+    private func buildInnerProduct(_ resolved: ResolvedLayer, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        guard case .linear(let outFeatures, let hasBias) = resolved.layer.op else {
+            throw ZooError.engineFailure(layer: name, reason: "not a linear layer")
+        }
+        // A 4-d source keeps its [C, H, W] extent: oneDNN flattens it in C,H,W order, the
+        // canonical order of the weight's columns, whatever blocked layout it is stored in.
+        let input = DNNL.dims(of: source.md)
+        let n = input[0]
+        let weightDims = [outFeatures] + input.dropFirst()
+        var srcMD = try anyDesc(input, layer: name)
+        var weightMD = try anyDesc(weightDims, layer: name)
+        var biasMD = try anyDesc([outFeatures], layer: name)
+        var dstMD = try anyDesc([n, outFeatures], layer: name)
+        var descriptor = dnnl_inner_product_desc_t()
+        try DNNL.check(dnnl_inner_product_forward_desc_init(&descriptor, dnnl_forward_inference,
+                                                            &srcMD, &weightMD, &biasMD, &dstMD),
+                       layer: name, "inner product descriptor")
+        let attributes = try postOps(activation: resolved.layer.activation, accumulate: false, layer: name)
+        let pd = try describe(&descriptor, attributes: attributes, layer: name, "inner product")
+        kernels.append((name, DNNL.implementationName(pd)))
+        guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
+              let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "inner product did not report its layouts")
+        }
+        let weights = try Network.parameter(self.weights, resolved, .weight).data
+        let bias = hasBias ? try Network.parameter(self.weights, resolved, .bias).data
+                           : [Float](repeating: 0, count: outFeatures)
+        let srcMemory = try converted(source, to: chosenSrc, layer: name)
+        let weightMemory = try constantMemory(weights, dims: weightDims, target: chosenWeights, layer: name)
+        let biasMemory = try constantMemory(bias, dims: [outFeatures], target: chosenBias, layer: name)
+        let dstMemory = try newMemory(chosenDst, layer: name)
+        steps.append(.primitive(try makePrimitive(pd, layer: name), [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: srcMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.weights, memory: weightMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.bias, memory: biasMemory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+    }
+
+    private func buildConcat(_ resolved: ResolvedLayer, sources: [Value]) throws -> Value {
+        let name = resolved.layer.name
+        for source in sources { _ = try fourDimensional(source, layer: name) }
+        var mds = sources.map(\.md)
+        var pd: dnnl_primitive_desc_t?
+        try DNNL.check(dnnl_concat_primitive_desc_create(&pd, nil, Int32(sources.count), 1, &mds, nil, engine),
+                       layer: name, "concat descriptor")
+        guard let pd else { throw ZooError.engineFailure(layer: name, reason: "no concat descriptor") }
+        resources.keep(descriptor: pd)
+        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "concat did not report its layout")
+        }
+        var args = sources.enumerated().map {
+            dnnl_exec_arg_t(arg: DNNL.Arg.multipleSrc + Int32($0.offset), memory: $0.element.memory)
+        }
+        let dstMemory = try newMemory(chosenDst, layer: name)
+        args.append(dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory))
+        steps.append(.primitive(try makePrimitive(pd, layer: name), args, layer: name))
+        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+    }
+
+    private func buildSoftmax(_ resolved: ResolvedLayer, source: Value) throws -> Value {
+        let name = resolved.layer.name
+        var md = source.md
+        var descriptor = dnnl_softmax_desc_t()
+        try DNNL.check(dnnl_softmax_forward_desc_init(&descriptor, dnnl_forward_inference, &md, 1),
+                       layer: name, "softmax descriptor")
+        let pd = try describe(&descriptor, layer: name, "softmax")
+        let dstMemory = try newMemory(source.md, layer: name)
+        steps.append(.primitive(try makePrimitive(pd, layer: name), [
+            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
+            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
+        ], layer: name))
+        return Value(memory: dstMemory, md: source.md, shape: resolved.output, ownsBuffer: true)
+    }
+
+    /// A layer computed in Swift on plain NCHW buffers (rare shapes oneDNN cannot express).
+    private func hostLayer(_ resolved: ResolvedLayer, source: Value,
+                           _ body: @escaping (Tensor) -> Tensor) throws -> Value {
+        let name = resolved.layer.name
+        let input = try fourDimensional(source, layer: name)
+        let plainIn = try DNNL.desc(input, dnnl_nchw, layer: name)
+        let inMemory = try converted(source, to: plainIn, layer: name)
+        let output = resolved.output
+        let outDims = [input[0], output.c, output.h, output.w]
+        let plainOut = try DNNL.desc(outDims, dnnl_nchw, layer: name)
+        let outMemory = try newMemory(plainOut, layer: name)
+        let inPointer = try handle(inMemory, layer: name)
+        let outPointer = try handle(outMemory, layer: name)
+        let inCount = input.reduce(1, *)
+        let outCount = outDims.reduce(1, *)
+        steps.append(.host(layer: name) {
+            let x = Tensor(shape: input, data: Array(UnsafeBufferPointer(start: inPointer, count: inCount)))
+            let y = body(x)
+            y.data.withUnsafeBufferPointer { result in
+                if let base = result.baseAddress, result.count == outCount { outPointer.update(from: base, count: outCount) }
+            }
+        })
+        return Value(memory: outMemory, md: plainOut, shape: output, ownsBuffer: true)
+    }
+}

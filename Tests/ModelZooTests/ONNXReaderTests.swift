@@ -1,0 +1,4 @@
+import XCTest
+@testable import ModelZoo
+
+final class ONNXReaderTests: XCTestCase {}

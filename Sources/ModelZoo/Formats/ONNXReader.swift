@@ -165,23 +165,13 @@ public final class ONNXFile: WeightFile {
             return try decodeTypedFloats(header, field: field, message: message)
         case .raw, .external:
             if header.dtype == .float32 {
-                var values = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                    if let base = buffer.baseAddress {
-                        try copyStoredBytes(header, into: UnsafeMutableRawPointer(base), byteCount: count * 4)
-                    }
-                    initialized = count
-                }
+                var values = try readStored(header, as: Float.self, count: count)
                 #if _endian(big)
                 values = values.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
                 #endif
                 return values
             }
-            let halves = try [UInt16](unsafeUninitializedCapacity: count) { buffer, initialized in
-                if let base = buffer.baseAddress {
-                    try copyStoredBytes(header, into: UnsafeMutableRawPointer(base), byteCount: count * 2)
-                }
-                initialized = count
-            }
+            let halves = try readStored(header, as: UInt16.self, count: count)
             let isBFloat16 = header.dtype == .bfloat16
             return halves.withUnsafeBufferPointer { source in
                 isBFloat16 ? widen16(source, floatFromBFloat16Bits) : widen16(source, floatFromHalfBits)
@@ -250,21 +240,9 @@ public final class ONNXFile: WeightFile {
             }
             return [Int64](repeating: fillValue, count: count)
         case (.raw, .int64), (.external, .int64):
-            let values = try [Int64](unsafeUninitializedCapacity: count) { buffer, initialized in
-                if let base = buffer.baseAddress {
-                    try copyStoredBytes(header, into: UnsafeMutableRawPointer(base), byteCount: count * 8)
-                }
-                initialized = count
-            }
-            return values.map { Int64(littleEndian: $0) }
+            return try readStored(header, as: Int64.self, count: count).map { Int64(littleEndian: $0) }
         case (.raw, .int32), (.external, .int32):
-            let values = try [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
-                if let base = buffer.baseAddress {
-                    try copyStoredBytes(header, into: UnsafeMutableRawPointer(base), byteCount: count * 4)
-                }
-                initialized = count
-            }
-            return values.map { Int64(Int32(littleEndian: $0)) }
+            return try readStored(header, as: Int32.self, count: count).map { Int64(Int32(littleEndian: $0)) }
         case let (.typed(field, message), .int64), let (.typed(field, message), .int32):
             var values: [Int64] = []
             var scanner = WireScanner(file.bytes, range: message)
@@ -287,16 +265,32 @@ public final class ONNXFile: WeightFile {
         }
     }
 
-    /// Reads a raw or external tensor's stored bytes into `destination`.
-    private func copyStoredBytes(_ header: ONNXTensorHeader, into destination: UnsafeMutableRawPointer, byteCount: Int) throws {
+    /// A raw or external tensor's stored values, read straight into a new array. Where the
+    /// bytes are is checked in full (range, external file size) before the array is allocated.
+    private func readStored<Element: BitwiseCopyable>(_ header: ONNXTensorHeader, as _: Element.Type,
+                                                      count: Int) throws -> [Element] {
+        let (byteCount, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
+        guard !overflow else {
+            throw ZooError.badTensor(path: path, tensor: header.name, reason: "\(count) elements overflow a byte count")
+        }
+        let source = try storedBytes(header, byteCount: byteCount)
+        return try [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if let base = buffer.baseAddress {
+                try source.read(into: UnsafeMutableRawPointer(base))
+            }
+            initialized = count
+        }
+    }
+
+    private func storedBytes(_ header: ONNXTensorHeader, byteCount: Int) throws -> StoredBytes {
         switch header.storage {
         case let .raw(range):
             guard range.count == byteCount else {
                 throw ZooError.badTensor(path: path, tensor: header.name, reason: "raw_data holds \(range.count) bytes, expected \(byteCount)")
             }
-            try file.read(range, into: destination)
+            return StoredBytes(file: file, range: range)
         case let .external(reference):
-            try readExternal(reference, tensor: header.name, into: destination, byteCount: byteCount)
+            return try externalBytes(reference, tensor: header.name, byteCount: byteCount)
         default:
             throw ZooError.badTensor(path: path, tensor: header.name, reason: "has no stored bytes to read")
         }
@@ -310,10 +304,9 @@ public final class ONNXFile: WeightFile {
         return directory.isEmpty ? "/" : directory
     }
 
-    /// Reads external data, refusing any location that could leave the model's folder:
-    /// absolute paths, `..` components, and symlinks that resolve elsewhere.
-    private func readExternal(_ reference: ONNXExternalReference, tensor: String,
-                              into destination: UnsafeMutableRawPointer, byteCount: Int) throws {
+    /// Finds and checks external data, refusing any location that could leave the model's
+    /// folder: absolute paths, `..` components, and symlinks that resolve elsewhere.
+    private func externalBytes(_ reference: ONNXExternalReference, tensor: String, byteCount: Int) throws -> StoredBytes {
         let location = reference.location
         func refuse(_ reason: String) -> ZooError {
             .badTensor(path: path, tensor: tensor, reason: "external data location '\(location)' refused: \(reason)")
@@ -340,27 +333,28 @@ public final class ONNXFile: WeightFile {
             throw refuse("resolves to \(resolved), outside the model's folder \(folder)")
         }
 
-        let fd = open(resolved, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw ZooError.unreadableFile(path: resolved, reason: "cannot open external data for tensor '\(tensor)': \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw ZooError.unreadableFile(path: resolved, reason: "external data for tensor '\(tensor)' is not a regular file")
-        }
-        let fileSize = Int(info.st_size)
+        let dataFile = try MappedFile(path: resolved)
         let length = reference.length ?? byteCount
         guard length == byteCount else {
             throw ZooError.badTensor(path: path, tensor: tensor,
                                      reason: "external_data length \(length) does not match the \(byteCount) bytes its shape needs")
         }
         let (end, overflow) = reference.offset.addingReportingOverflow(length)
-        guard !overflow, end <= fileSize else {
+        guard !overflow, end <= dataFile.size else {
             throw ZooError.badTensor(path: path, tensor: tensor,
-                                     reason: "external data bytes \(reference.offset)..<\(reference.offset) + \(length) lie beyond the end of '\(location)' (\(fileSize) bytes)")
+                                     reason: "external data bytes \(reference.offset)..<\(reference.offset) + \(length) lie beyond the end of '\(location)' (\(dataFile.size) bytes)")
         }
-        try readFully(descriptor: fd, path: resolved, range: reference.offset..<end, into: destination)
+        return StoredBytes(file: dataFile, range: reference.offset..<end)
+    }
+}
+
+/// A checked byte range of an open file (the model or an external data file).
+private struct StoredBytes {
+    let file: MappedFile
+    let range: Range<Int>
+
+    func read(into destination: UnsafeMutableRawPointer) throws {
+        try file.read(range, into: destination)
     }
 }
 
@@ -585,6 +579,8 @@ private func constantTensor(_ node: ONNXNode, output: String, attributeTensors: 
     }
 }
 
+private let maximumFilledTensorBytes = 1 << 31
+
 /// A ConstantOfShape whose shape input is a known constant: a tensor of that shape, every
 /// element the node's `value` (float 0 when absent, as the operator defines). nil when the
 /// shape is computed at run time.
@@ -609,10 +605,8 @@ private func filledTensor(_ node: ONNXNode, output: String, known: [String: ONNX
     let count = try validatedElementCount(shape, path: path, tensor: output)
 
     let value: ONNXTensorHeader
-    if case let .tensor(record)? = node.attributes["value"], let header = known[record.name] ?? nil {
-        value = header
-    } else if case let .tensor(record)? = node.attributes["value"] {
-        // Registered just before this call by the caller; look it up by its record name.
+    if case let .tensor(record)? = node.attributes["value"] {
+        // The caller registered the node's attribute tensors before this call.
         guard let header = known[record.name] else {
             throw ZooError.badTensor(path: path, tensor: output, reason: "ConstantOfShape value tensor is missing")
         }
@@ -624,11 +618,13 @@ private func filledTensor(_ node: ONNXNode, output: String, known: [String: ONNX
     guard value.elementCount == 1 else {
         throw ZooError.badTensor(path: path, tensor: output, reason: "ConstantOfShape value must hold one element, found \(value.elementCount)")
     }
-    if let bytesNeeded = checkedByteCount(shape, value.dtype), bytesNeeded < 0 {
-        throw ZooError.badTensor(path: path, tensor: output, reason: "shape \(shape) overflows")
-    }
-    if value.dtype.byteWidth != nil && checkedByteCount(shape, value.dtype) == nil {
-        throw ZooError.badTensor(path: path, tensor: output, reason: "shape \(shape) of \(value.dtype) is more bytes than fit in memory")
+    // The file holds no bytes to check a filled tensor's size against, so cap it instead: no
+    // tensor serialized in a protobuf can exceed 2 GiB, so a fill that does comes from a
+    // corrupted shape, and loading it would allocate whatever that shape says.
+    guard let bytesNeeded = checkedByteCount(shape, value.dtype.byteWidth == nil ? .float32 : value.dtype),
+          bytesNeeded <= maximumFilledTensorBytes else {
+        throw ZooError.badTensor(path: path, tensor: output,
+                                 reason: "ConstantOfShape shape \(shape) is larger than the \(maximumFilledTensorBytes) bytes any stored tensor can be")
     }
     return ONNXTensorHeader(name: output, shape: shape, dataTypeCode: value.dataTypeCode, dtype: value.dtype,
                             storage: .fill(value: value), elementCount: count)

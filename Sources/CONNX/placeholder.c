@@ -1,1 +1,0 @@
-/* placeholder until the generated onnx.pb-c.c lands */

@@ -40,6 +40,7 @@ final class ReadOnlyFile {
     /// Reads exactly `count` bytes at `offset` into `destination`; a short read means the
     /// file changed or is truncated and is reported as such.
     func read(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
+        adviseHugePages(destination, count: count)
         var done = 0
         while done < count {
             let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
@@ -73,6 +74,21 @@ final class ReadOnlyFile {
 /// The file-scope `write(2)`, reachable from types that have their own `write` methods.
 private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, buffer, count)
+}
+
+/// Asks Linux to back a large, freshly allocated buffer with transparent huge pages (the
+/// default policy here is "madvise"). Filling 400 MB of 4 kB pages costs about 100,000 page
+/// faults, which made loading VGG16's fc1 twice as slow as numpy (which does the same).
+/// Only a hint: failures are ignored.
+func adviseHugePages(_ pointer: UnsafeMutableRawPointer, count: Int) {
+    #if os(Linux)
+    let hugePage = 2 << 20
+    guard count >= 2 * hugePage else { return }
+    let start = (Int(bitPattern: pointer) + hugePage - 1) & ~(hugePage - 1)
+    let end = (Int(bitPattern: pointer) + count) & ~(hugePage - 1)
+    guard end > start, let aligned = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(aligned, end - start, MADV_HUGEPAGE)
+    #endif
 }
 
 func describeOpenFailure(_ code: Int32) -> String {

@@ -7,7 +7,8 @@ and torch (for the bfloat16 safetensors file). Tests need none of these: they re
 committed files and the expected.json beside them.
 
 Every fixture's tensors are recorded in <dir>/expected.json as
-{fixture: {tensor: {"shape": [...], "dtype": "...", "values": [... as float ...]}}}.
+{fixture: {tensor: {"shape": [...], "dtype": "...", "values": [... as float ...]}}}
+(for npy files the one tensor is named by the file's stem, as NPYFile names it).
 """
 import json
 import os
@@ -293,14 +294,15 @@ def make_npy():
     }
     for name, value in arrays.items():
         np.save(os.path.join(NPY_DIR, name), value)
-        expected[name] = record(value, dtype={"float32": "float32", ">f4": "float32", "float64": "float64",
-                                              "float16": "float16"}[str(value.dtype)])
+        # NPYFile names the one tensor by the file's stem.
+        expected[name] = {name[:-4]: record(value, dtype={"float32": "float32", ">f4": "float32", "float64": "float64",
+                                                          "float16": "float16"}[str(value.dtype)])}
     for version in [(2, 0), (3, 0)]:
         name = f"v{version[0]}.npy"
         value = rng.standard_normal((2, 3)).astype(np.float32)
         with open(os.path.join(NPY_DIR, name), "wb") as f:
             np.lib.format.write_array(f, value, version=version)
-        expected[name] = record(value)
+        expected[name] = {name[:-4]: record(value)}
 
     np.save(os.path.join(NPY_DIR, "fortran.npy"), np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)))
     np.save(os.path.join(NPY_DIR, "int32.npy"), np.arange(4, dtype=np.int32))

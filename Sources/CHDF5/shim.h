@@ -7,6 +7,7 @@
  * H5Lget_info2). Keeping those differences here lets the Swift reader build against both. */
 
 static inline hid_t zoo_h5_native_float(void) { return H5T_NATIVE_FLOAT; }
+static inline hid_t zoo_h5_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline unsigned zoo_h5_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 
 /* 1 when `name` (relative to `loc`) is a hard link, 0 for soft, external or user-defined

@@ -7,75 +7,67 @@ struct Zoo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zoo",
         abstract: "Load, verify, convert, run and fine-tune the classic CNNs.",
-        subcommands: [List.self, Summary.self])
+        subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self])
+
+    /// Commands that run the engine restart once with OpenMP's variables set (see
+    /// EngineEnvironment: libgomp reads them only when it loads, before any of our code).
+    static let engineCommands: Set<String> = ["run", "predict", "bench", "finetune", "evaluate", "convert"]
+
+    static func main() {
+        let args = CommandLine.arguments
+        if args.count > 1, engineCommands.contains(args[1]) {
+            reexecWithEngineEnvironment(threads: threadsArgument(args))
+        }
+        main(nil)
+    }
+
+    static func threadsArgument(_ args: [String]) -> Int? {
+        guard let i = args.firstIndex(of: "--threads"), i + 1 < args.count else { return nil }
+        return Int(args[i + 1])
+    }
+
+    static func reexecWithEngineEnvironment(threads: Int?) {
+        let environment = ProcessInfo.processInfo.environment
+        guard EngineEnvironment.needsReexec(threads: threads, environment: environment) else { return }
+        let merged = environment.merging(EngineEnvironment.requiredVariables(threads: threads, environment: environment)) { _, new in new }
+        let argv = CommandLine.arguments.map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        execve("/proc/self/exe", argv, envp)
+        // Only reached if exec failed: carry on with the default settings, just slower.
+    }
 }
 
-/// Prints a library error the way users read it and exits with `code`.
+/// Prints a library error the way users read it and returns the exit code to throw.
 func fail(_ error: Error, code: Int32 = 1) -> ExitCode {
     FileHandle.standardError.write(Data(("zoo: error: \(error)\n").utf8))
     return ExitCode(code)
 }
 
+/// Runs `body`, turning library errors into messages and exit codes: 2 for a file that
+/// cannot be read at all, 1 for everything else.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ZooError {
+        if case .unreadableFile = error { throw fail(error, code: 2) }
+        throw fail(error)
+    } catch let error as ModelLoader.VerificationFailed {
+        FileHandle.standardError.write(Data(ReportRenderer.verifyText(error.report).utf8))
+        throw fail(error)
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        throw fail(error)
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
 extension SummaryFormat: ExpressibleByArgument {}
-
-struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the architectures with their parameter totals.")
-
-    @Option(help: "Output format: text or json.")
-    var format: String = "text"
-
-    func run() throws {
-        var rows: [[String: Any]] = []
-        var lines: [String] = []
-        for arch in ArchitectureRegistry.all {
-            let net = try arch.resolve()
-            let input = "\(net.input.c)x\(net.input.h)x\(net.input.w)"
-            rows.append(["id": arch.id, "title": arch.title, "variant": arch.variant,
-                         "params": net.totalParameters, "buffers": net.totalBuffers, "input": net.input.array,
-                         "classes": net.classes])
-            lines.append([arch.id.padding(toLength: 16, withPad: " ", startingAt: 0),
-                          grouped(net.totalParameters).leftPadded(12),
-                          input.padding(toLength: 11, withPad: " ", startingAt: 0),
-                          arch.title + ", " + arch.variant].joined(separator: "  "))
-        }
-        switch format {
-        case "json": print(jsonString(rows), terminator: "")
-        case "text":
-            print(["id".padding(toLength: 16, withPad: " ", startingAt: 0), "params".leftPadded(12),
-                   "input".padding(toLength: 11, withPad: " ", startingAt: 0), "what"].joined(separator: "  "))
-            lines.forEach { print($0) }
-        default: throw fail(ZooError.invalidArgument("unknown format '\(format)'; use text or json"))
-        }
-    }
-}
-
-struct Summary: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print an architecture's layer table: output volumes, parameters, memory, MACs.")
-
-    @Argument(help: "Architecture id (see `zoo list`).")
-    var architecture: String
-
-    @Option(help: "Classes of the final FC layer (default: the architecture's own).")
-    var classes: Int?
-
-    @Option(name: .customLong("input-size"), help: "Input height and width, e.g. 224 or 240x320.")
-    var inputSize: String?
-
-    @Option(help: "text, markdown or json.")
-    var format: SummaryFormat = .text
-
-    func run() throws {
-        do {
-            let arch = try ArchitectureRegistry.find(architecture)
-            let size = try inputSize.map(parseSize)
-            let net = try arch.resolve(classes: classes, inputSize: size)
-            print(SummaryRenderer.render(net, as: format), terminator: "")
-        } catch let error as ZooError {
-            throw fail(error)
-        }
-    }
-}
 
 /// "224" or "240x320" into a size; anything else is a usage error.
 func parseSize(_ text: String) throws -> Size2 {

@@ -40,6 +40,7 @@ final class ReadOnlyFile {
     /// Reads exactly `count` bytes at `offset` into `destination`; a short read means the
     /// file changed or is truncated and is reported as such.
     func read(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
+        adviseHugePages(destination, count: count)
         var done = 0
         while done < count {
             let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
@@ -73,6 +74,21 @@ final class ReadOnlyFile {
 /// The file-scope `write(2)`, reachable from types that have their own `write` methods.
 private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, buffer, count)
+}
+
+/// Asks Linux to back a large, freshly allocated buffer with transparent huge pages (the
+/// default policy here is "madvise"). Filling 400 MB of 4 kB pages costs about 100,000 page
+/// faults, which made loading VGG16's fc1 twice as slow as numpy (which does the same).
+/// Only a hint: failures are ignored.
+func adviseHugePages(_ pointer: UnsafeMutableRawPointer, count: Int) {
+    #if os(Linux)
+    let hugePage = 2 << 20
+    guard count >= 2 * hugePage else { return }
+    let start = (Int(bitPattern: pointer) + hugePage - 1) & ~(hugePage - 1)
+    let end = (Int(bitPattern: pointer) + count) & ~(hugePage - 1)
+    guard end > start, let aligned = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(aligned, end - start, MADV_HUGEPAGE)
+    #endif
 }
 
 func describeOpenFailure(_ code: Int32) -> String {
@@ -155,29 +171,6 @@ struct AtomicFileWriter {
             throw error
         }
     }
-}
-
-/// IEEE half precision to single precision, done by hand so it builds where Swift's
-/// Float16 is unavailable (Intel macOS).
-@inline(__always)
-func floatFromHalfBits(_ h: UInt16) -> Float {
-    let sign = UInt32(h & 0x8000) << 16
-    let exponent = UInt32(h >> 10) & 0x1F
-    let mantissa = UInt32(h & 0x3FF)
-    if exponent == 0 {
-        // Zero or subnormal: value = mantissa * 2^-24.
-        let magnitude = Float(mantissa) * Float(sign: .plus, exponent: -24, significand: 1)
-        return sign != 0 ? -magnitude : magnitude
-    }
-    if exponent == 0x1F {
-        return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
-    }
-    return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
-}
-
-@inline(__always)
-func floatFromBFloat16Bits(_ b: UInt16) -> Float {
-    Float(bitPattern: UInt32(b) << 16)
 }
 
 /// A byte count in words ("553.4 MB") for error messages.

@@ -70,10 +70,16 @@ public final class HDF5File: WeightFile {
     private let recordsByName: [String: TensorRecord]
     private let fileID: hid_t
     private let fileSize: Int
+    /// The same file opened for plain positioned reads. Contiguous little-endian float32
+    /// datasets (nearly every Keras weight) are read straight from it, outside the global
+    /// libhdf5 lock, so one big tensor does not hold up other threads' HDF5 calls. Speed is
+    /// about the same as H5Dread (both ~120-190 ms for all of VGG16 here).
+    private let rawFile: ReadOnlyFile
 
     public init(path: String) throws {
         self.path = path
         let file = try ReadOnlyFile(path: path)
+        rawFile = file
         fileSize = file.size
         if fileSize == 0 {
             throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not an HDF5 file")
@@ -139,16 +145,31 @@ public final class HDF5File: WeightFile {
         }
         let path = self.path
         let fileSize = self.fileSize
+        let directOffset: Int? = try HDF5Library.serialized {
+            let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
+            guard dataset >= 0 else {
+                throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
+            }
+            defer { H5Dclose(dataset) }
+            return try checkStorage(of: dataset, record: record, fileSize: fileSize)
+        }
+        if count == 0 { return Tensor(shape: record.shape, data: []) }
+        if let offset = directOffset {
+            let data = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                if let base = buffer.baseAddress { try rawFile.read(into: base, count: record.byteCount, at: offset) }
+                initialized = count
+            }
+            return Tensor(shape: record.shape, data: data)
+        }
         return try HDF5Library.serialized {
             let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
             guard dataset >= 0 else {
                 throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
             }
             defer { H5Dclose(dataset) }
-            try checkStorage(of: dataset, record: record, fileSize: fileSize)
-            if count == 0 { return Tensor(shape: record.shape, data: []) }
             var failure: String?
             let data = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                if let base = buffer.baseAddress { adviseHugePages(base, count: count * 4) }
                 // libhdf5 converts float16/float64/big-endian to native float32 on the way in,
                 // and reads straight into the buffer when the stored type already matches.
                 let status = H5Dread(dataset, zoo_h5_native_float(), hid_t(H5S_ALL), hid_t(H5S_ALL),
@@ -167,7 +188,9 @@ public final class HDF5File: WeightFile {
     }
 
     /// Refuses layouts whose data cannot be where they claim, or lies outside this file.
-    private func checkStorage(of dataset: hid_t, record: TensorRecord, fileSize: Int) throws {
+    /// Returns the file offset of the data when it is contiguous, unfiltered, allocated and
+    /// stored as little-endian float32, so it can be read without libhdf5.
+    private func checkStorage(of dataset: hid_t, record: TensorRecord, fileSize: Int) throws -> Int? {
         let creation = H5Dget_create_plist(dataset)
         guard creation >= 0 else {
             throw ZooError.badTensor(path: path, tensor: record.name, reason: "no creation properties: \(HDF5Library.takeErrorMessage())")
@@ -182,7 +205,7 @@ public final class HDF5File: WeightFile {
             throw ZooError.badTensor(path: path, tensor: record.name,
                                      reason: "keeps its data in external files; refused")
         }
-        guard layout == H5D_CONTIGUOUS, H5Pget_nfilters(creation) == 0 else { return }
+        guard layout == H5D_CONTIGUOUS, H5Pget_nfilters(creation) == 0 else { return nil }
         if record.byteCount > fileSize {
             throw ZooError.badTensor(
                 path: path, tensor: record.name,
@@ -199,7 +222,13 @@ public final class HDF5File: WeightFile {
                     reason: "data at offset \(offset) + \(record.byteCount) bytes runs past the end of the file "
                         + "(\(fileSize) bytes): truncated")
             }
+            let type = H5Dget_type(dataset)
+            guard type >= 0 else { _ = HDF5Library.takeErrorMessage(); return nil }
+            defer { H5Tclose(type) }
+            let littleEndian = 1.littleEndian == 1
+            if littleEndian && H5Tequal(type, zoo_h5_ieee_f32le()) > 0 { return Int(offset) }
         }
+        return nil
     }
 
     /// Orders Keras auto-generated layer names by creation: names that differ only in a

@@ -15,9 +15,11 @@ public enum SourceModelBuilder {
         }
     }
 
-    /// Grouping by names only, until the ONNX graph reader lands.
     static func onnxSource(_ file: WeightFile) throws -> SourceModel {
-        let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
-        return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "ONNX")
+        guard let onnx = file as? ONNXFile else {
+            let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
+            return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "ONNX")
+        }
+        return ONNXGrouping.group(onnx)
     }
 }

@@ -1,4 +1,4 @@
-/// Widening conversions for the 16-bit float formats ONNX files store.
+/// Widening conversions for the 16-bit float formats weight files store (ONNX, HDF5, safetensors).
 
 /// IEEE 754 binary16 bits to Float, exactly (every half value is representable).
 @inline(__always)

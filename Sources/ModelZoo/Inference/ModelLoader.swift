@@ -1,0 +1,81 @@
+/// A weight file verified against its architecture and turned into canonical weights:
+/// what `run`, `predict`, `bench`, `convert` and `finetune` start from.
+public struct LoadedModel {
+    public let file: WeightFile
+    public let report: VerifyReport
+    public let architecture: Architecture
+    /// The network as the file's graph runs it (pooling and input size from the graph when
+    /// the file has one), at the file's class count.
+    public let network: ResolvedNetwork
+    public let weights: [String: Tensor]
+    /// Class names stored with the weights (by `zoo finetune`), or ImageNet's for
+    /// 1000-class heads, or nil.
+    public let classNames: [String]?
+}
+
+public enum ModelLoader {
+    /// Thrown when the file is readable but not a complete, finite instance of the
+    /// architecture: the report says why.
+    public struct VerificationFailed: Error, CustomStringConvertible {
+        public let report: VerifyReport
+        public var description: String {
+            "\(report.file) is not a usable \(report.architecture ?? "model of any known architecture"): "
+                + "\(report.problems.count) problem(s); run `zoo verify` on it for the list"
+        }
+    }
+
+    public static func load(path: String, architecture id: String? = nil, inputSize: Size2? = nil) throws -> LoadedModel {
+        let file = try WeightFileOpener.open(path: path)
+        let requested = try id.map { try ArchitectureRegistry.find($0) }
+        let (report, mapping) = try Verifier.verify(file, architecture: requested, checkValues: true)
+        guard report.ok, let mapping = mapping, let archID = report.architecture else {
+            throw VerificationFailed(report: report)
+        }
+        let base = try ArchitectureRegistry.find(archID)
+        var arch = base
+        var size = inputSize
+        if let onnx = file as? ONNXFile {
+            let graph = ONNXGrouping.graphGeometry(onnx)
+            if let pools = graph.pools, pools.count == base.poolCount {
+                arch = base.overriding(pools: pools)
+            }
+            if size == nil { size = graph.inputSize }
+        }
+        let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
+        let weights = try mapping.loadWeights(from: file)
+        var names = ClassNames.stored(in: file)
+        if names == nil && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
+        return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,
+                           classNames: names)
+    }
+}
+
+extension Architecture {
+    var poolCount: Int {
+        layers().filter { if case .maxPool = $0.op { return true }; if case .avgPool = $0.op { return true }; return false }.count
+    }
+
+    /// The same network with its fixed pooling layers replaced, in order, by `pools`: how a
+    /// graph that pads or rounds differently from the spec (the ONNX zoo's Caffe2 exports
+    /// at 224x224) is run exactly as its authors ran it. Input size becomes free because
+    /// the graph, not the spec, now fixes it.
+    func overriding(pools: [LayerOp]) -> Architecture {
+        let make = self.layers
+        return Architecture(
+            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: true,
+            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
+            preprocessing: preprocessing, aliases: aliases
+        ) { classes in
+            var replacements = pools.makeIterator()
+            return make(classes).map { layer in
+                var layer = layer
+                switch layer.op {
+                case .maxPool, .avgPool: if let op = replacements.next() { layer.op = op }
+                default: break
+                }
+                return layer
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+/// Groups an ONNX graph's weights into layers by walking its nodes in order: a Conv's
+/// kernel and bias, a Gemm's or MatMul+Add's weight and bias, a BatchNormalization's four
+/// tensors. Names do not matter here (torch's eval-mode exports call them `onnx::Conv_NNN`),
+/// which is why one walk serves torch exports and the Caffe2 model zoo alike.
+public enum ONNXGrouping {
+    public static func group(_ file: ONNXFile) -> SourceModel {
+        var records: [String: TensorRecord] = [:]
+        for r in file.tensors { records[r.name] = r }
+        // Identity and Reshape of a stored tensor stand for that tensor (torch's shared
+        // weights; the Caffe2 zoo reshapes its FC weight before the Gemm).
+        var alias: [String: String] = [:]
+        for node in file.graph.nodes where node.isDefaultDomain {
+            if (node.opType == "Identity" || node.opType == "Reshape"), let input = node.inputs.first,
+               let output = node.outputs.first, records[input] != nil || alias[input] != nil {
+                alias[output] = alias[input] ?? input
+            }
+        }
+        func tensor(_ name: String?) -> TensorRecord? {
+            guard let name = name, !name.isEmpty else { return nil }
+            return records[alias[name] ?? name]
+        }
+
+        var layers: [SourceLayer] = []
+        var used = Set<String>()
+        var evidence = GraphEvidence()
+        evidence.hasGraph = true
+        let nodes = file.graph.nodes
+        for (index, node) in nodes.enumerated() where node.isDefaultDomain {
+            func input(_ i: Int) -> TensorRecord? { i < node.inputs.count ? tensor(node.inputs[i]) : nil }
+            switch node.opType {
+            case "Conv":
+                guard let w = input(1), w.shape.count == 4 else { continue }
+                var tensors: [ParameterRole: TensorRecord] = [.weight: w]
+                if let b = input(2) { tensors[.bias] = b }
+                layers.append(SourceLayer(name: node.name.isEmpty ? w.name : node.name, kind: .conv,
+                                          layout: .canonical, tensors: tensors, graphConv: convSpec(node, w)))
+            case "Gemm", "MatMul":
+                guard let w = input(1), w.shape.count == 2 else { continue }
+                var tensors: [ParameterRole: TensorRecord] = [.weight: w]
+                let transposed = node.opType == "Gemm" && node.attributes["transB"]?.intValue == 1
+                if node.opType == "Gemm", let b = input(2) { tensors[.bias] = b }
+                if node.opType == "MatMul", let out = node.outputs.first,
+                   let add = nodes[(index + 1)...].first(where: { $0.opType == "Add" && $0.inputs.contains(out) }),
+                   let b = add.inputs.compactMap({ tensor($0) }).first {
+                    tensors[.bias] = b
+                }
+                layers.append(SourceLayer(name: node.name.isEmpty ? w.name : node.name, kind: .dense,
+                                          layout: transposed ? .canonical : .inOut, tensors: tensors))
+            case "BatchNormalization":
+                guard let scale = input(1), let shift = input(2), let mean = input(3), let variance = input(4) else { continue }
+                evidence.batchNorm = true
+                layers.append(SourceLayer(name: node.name.isEmpty ? scale.name : node.name, kind: .batchNorm,
+                                          layout: .canonical,
+                                          tensors: [.weight: scale, .bias: shift, .runningMean: mean, .runningVar: variance],
+                                          graphEpsilon: Double(node.attributes["epsilon"]?.floatValue ?? 1e-5)))
+            case "Relu": evidence.relu = true
+            case "Tanh": evidence.tanh = true
+            case "MaxPool": evidence.maxPool = true
+            case "AveragePool", "GlobalAveragePool": evidence.avgPool = true
+            case "LRN": evidence.lrn = true
+            default: break
+            }
+        }
+        for layer in layers { for r in layer.tensors.values { used.insert(r.name) } }
+        let loose = file.tensors.filter { !used.contains($0.name) }
+        let producer = file.graph.producerName.lowercased()
+        let convention: String
+        if producer.contains("pytorch") {
+            convention = "torch.onnx.export"
+        } else if producer.contains("caffe2") {
+            convention = "ONNX model zoo (Caffe2 export)"
+        } else {
+            convention = file.graph.producerName.isEmpty ? "ONNX" : "ONNX from \(file.graph.producerName)"
+        }
+        return SourceModel(layers: layers, looseTensors: loose, evidence: evidence, convention: convention)
+    }
+
+    /// The conv geometry the graph declares, in the spec's terms.
+    static func convSpec(_ node: ONNXNode, _ weight: TensorRecord) -> ConvSpec {
+        let kernel = node.attributes["kernel_shape"]?.intsValue ?? Array(weight.shape.suffix(2))
+        let strides = node.attributes["strides"]?.intsValue ?? [1, 1]
+        let pads = node.attributes["pads"]?.intsValue ?? [0, 0, 0, 0]
+        let group = node.attributes["group"]?.intValue ?? 1
+        func at(_ a: [Int], _ i: Int, _ d: Int) -> Int { i < a.count ? a[i] : d }
+        return ConvSpec(outChannels: weight.shape[0],
+                        kernel: Size2(at(kernel, 0, 1), at(kernel, 1, 1)),
+                        stride: Size2(at(strides, 0, 1), at(strides, 1, 1)),
+                        padding: Padding(top: at(pads, 0, 0), left: at(pads, 1, 0), bottom: at(pads, 2, 0), right: at(pads, 3, 0)),
+                        groups: group, bias: node.inputs.count > 2 && !node.inputs[2].isEmpty)
+    }
+}
+
+extension ONNXGrouping {
+    /// Pooling layers and the input size exactly as the graph declares them.
+    public struct GraphGeometry {
+        public var pools: [LayerOp]?
+        public var inputSize: Size2?
+    }
+
+    public static func graphGeometry(_ file: ONNXFile) -> GraphGeometry {
+        var pools: [LayerOp] = []
+        for node in file.graph.nodes where node.isDefaultDomain {
+            guard node.opType == "MaxPool" || node.opType == "AveragePool" else { continue }
+            let k = node.attributes["kernel_shape"]?.intsValue ?? []
+            guard k.count == 2 else { return GraphGeometry(pools: nil, inputSize: nil) }
+            let s = node.attributes["strides"]?.intsValue ?? [1, 1]
+            let p = node.attributes["pads"]?.intsValue ?? [0, 0, 0, 0]
+            guard s.count == 2, p.count == 4 else { return GraphGeometry(pools: nil, inputSize: nil) }
+            let spec = PoolSpec(kernel: Size2(k[0], k[1]), stride: Size2(s[0], s[1]),
+                                padding: Padding(top: p[0], left: p[1], bottom: p[2], right: p[3]),
+                                ceilMode: node.attributes["ceil_mode"]?.intValue == 1,
+                                countIncludePad: node.attributes["count_include_pad"]?.intValue == 1)
+            pools.append(node.opType == "MaxPool" ? .maxPool(spec) : .avgPool(spec))
+        }
+        var size: Size2?
+        if let input = file.graph.dataInputs.first, let dims = input.shape, dims.count == 4,
+           case .fixed(let h) = dims[2], case .fixed(let w) = dims[3], h > 0, w > 0 {
+            size = Size2(h, w)
+        }
+        return GraphGeometry(pools: pools, inputSize: size)
+    }
+}

@@ -1,0 +1,13 @@
+extension InspectReport {
+    /// The report with what each format adds: ONNX opset and operator counts, Keras versions.
+    public static func make(_ file: WeightFile) -> InspectReport {
+        var report = InspectReport(file: file)
+        if let onnx = file as? ONNXFile {
+            report.opsetVersion = onnx.opsetVersion
+            report.operators = onnx.graph.operatorCountsSorted.map { ($0.op, $0.count) }
+            report.details.append(("ir_version", String(onnx.graph.irVersion)))
+            report.details.append(("nodes", String(onnx.graph.nodes.count)))
+        }
+        return report
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import ModelZoo
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Raw forward pass: NCHW float32 .npy in, logits .npy out.",
+        discussion: "The input is NCHW whatever the file's own layout (Keras files too): the network is canonical.")
+
+    @Option(help: "The weight file.")
+    var weights: String
+    @Option(help: "Architecture id, when the file alone does not settle it.")
+    var arch: String?
+    @Option(help: "Input tensor, float32 [N, C, H, W].")
+    var input: String
+    @Option(help: "Where to write the logits, float32 [N, classes].")
+    var output: String
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+
+    func run() throws {
+        try reportingErrors {
+            let x = try NPY.read(path: input)
+            guard x.shape.count == 4 else {
+                throw ZooError.badTensor(path: input, tensor: "input", reason: "expected NCHW [N, C, H, W], found shape \(x.shape)")
+            }
+            let model = try ModelLoader.load(path: weights, architecture: arch, inputSize: Size2(x.shape[2], x.shape[3]))
+            let expected = [model.network.input.c, model.network.input.h, model.network.input.w]
+            guard Array(x.shape.dropFirst()) == expected else {
+                throw ZooError.badTensor(path: input, tensor: "input",
+                                         reason: "expected [N, \(expected.map(String.init).joined(separator: ", "))], found \(x.shape)")
+            }
+            let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: threads)
+            let logits = try network.forward(x)
+            try NPY.write(logits, to: output)
+            print("\(model.report.architecture ?? "?"): wrote logits \(logits.shape) to \(output)")
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify JPEG or PNG images and print the top classes with probabilities.")
+
+    @Option(help: "The weight file.")
+    var weights: String
+    @Option(help: "Architecture id, when the file alone does not settle it.")
+    var arch: String?
+    @Argument(help: "JPEG or PNG images.")
+    var images: [String]
+    @Option(help: "How many classes to print per image.")
+    var top: Int = 5
+    @Option(help: "torchvision, caffe or grayscale (default: the architecture's convention).")
+    var preprocess: String?
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+    @Option(help: "text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        try reportingErrors {
+            guard !images.isEmpty else { throw ZooError.invalidArgument("no images given") }
+            guard top >= 1 else { throw ZooError.invalidArgument("--top must be at least 1") }
+            let convention = try preprocess.map { name -> Architecture.Preprocessing in
+                guard let p = Architecture.Preprocessing(rawValue: name) else {
+                    throw ZooError.invalidArgument("unknown preprocessing '\(name)'; use torchvision, caffe or grayscale")
+                }
+                return p
+            }
+            let model = try ModelLoader.load(path: weights, architecture: arch)
+            let predictor = try Predictor(model: model, preprocessing: convention, threads: threads)
+            var results: [[String: Any]] = []
+            for path in images {
+                let ranked = try predictor.classify(path: path, top: top)
+                if format == .text {
+                    print(path)
+                    for p in ranked {
+                        print(String(format: "  %6.2f%%  %@", p.probability * 100, p.label))
+                    }
+                } else {
+                    results.append(["image": path, "top": ranked.map { ["index": $0.index, "label": $0.label, "probability": $0.probability] as [String: Any] }])
+                }
+            }
+            if format == .json { print(jsonString(results), terminator: "") }
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Time forward passes: ms per batch and images per second.")
+
+    @Option(help: "The weight file (or an architecture id with --random).")
+    var weights: String
+    @Option(help: "Architecture id, when the file alone does not settle it.")
+    var arch: String?
+    @Option(help: "Images per forward pass.")
+    var batch: Int = 1
+    @Option(help: "Timed passes after warm-up.")
+    var iterations: Int = 20
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+    @Option(help: "text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        try reportingErrors {
+            guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+            guard iterations >= 1 else { throw ZooError.invalidArgument("--iterations must be at least 1") }
+            let model = try ModelLoader.load(path: weights, architecture: arch)
+            let network = try Network(model.network, weights: model.weights, batch: batch, threads: threads)
+            let result = try network.benchmark(iterations: iterations, warmup: 3)
+            if format == .json {
+                print(jsonString(["architecture": model.report.architecture ?? NSNull(), "batch": result.batch,
+                                  "threads": result.threads, "iterations": result.iterations,
+                                  "ms_per_batch": result.msPerBatch, "median_ms_per_batch": result.medianMsPerBatch,
+                                  "min_ms_per_batch": result.minMsPerBatch, "images_per_second": result.imagesPerSecond,
+                                  "gflops": result.gflops]), terminator: "")
+            } else {
+                print("\(model.report.architecture ?? "?"): \(result)")
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import ModelZoo
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what a weight file holds: format, producer, every tensor; for ONNX the opset and operators.")
+
+    @Argument(help: "An ONNX, Keras HDF5, HDF5, safetensors or .npy file.")
+    var file: String
+
+    @Option(help: "text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        try reportingErrors {
+            let opened = try WeightFileOpener.open(path: file)
+            let report = InspectReport.make(opened)
+            print(format == .json ? ReportRenderer.inspectJSON(report) : ReportRenderer.inspectText(report), terminator: "")
+        }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a weight file against an architecture's parameter table, tensor by tensor.",
+        discussion: "Exit status: 0 when the file is a complete, finite instance of the architecture; "
+            + "1 when it is not; 2 when the file cannot be read at all.")
+
+    @Argument(help: "The weight file.")
+    var file: String
+
+    @Option(help: "Architecture id; without it, the architecture is worked out from the file.")
+    var arch: String?
+
+    @Flag(name: .customLong("shapes-only"), help: "Skip loading values (no NaN/Inf check).")
+    var shapesOnly = false
+
+    @Option(help: "text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        try reportingErrors {
+            let opened = try WeightFileOpener.open(path: file)
+            let requested = try arch.map { try ArchitectureRegistry.find($0) }
+            let (report, _) = try Verifier.verify(opened, architecture: requested, checkValues: !shapesOnly)
+            print(format == .json ? ReportRenderer.verifyJSON(report) : ReportRenderer.verifyText(report), terminator: "")
+            if !report.ok { throw ExitCode(1) }
+        }
+    }
+}

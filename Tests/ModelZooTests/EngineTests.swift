@@ -269,9 +269,14 @@ final class EngineTests: XCTestCase {
     }
 
     func testResNetsAtSmallInputMatchReference() throws {
-        try assertEngineMatchesReference(try ArchitectureRegistry.find("resnet18").resolve(classes: 10, inputSize: Size2(32)))
-        try assertEngineMatchesReference(try ArchitectureRegistry.find("resnet50-keras").resolve(classes: 10, inputSize: Size2(32)),
+        try assertEngineMatchesReference(try ArchitectureRegistry.find("resnet18").resolve(classes: 10, inputSize: Size2(32)),
                                          batch: 1)
+        // Bottlenecks with the stride on the first 1x1 and biased convs; 25M weights are slow
+        // to draw in a debug build.
+        if heavy {
+            try assertEngineMatchesReference(try ArchitectureRegistry.find("resnet50-keras").resolve(classes: 10, inputSize: Size2(32)),
+                                             batch: 1)
+        }
     }
 
     func testGoogLeNetAtSmallInputMatchesReference() throws {

@@ -4,18 +4,8 @@ import Foundation
 /// by extension (downloads are often misnamed): HDF5's signature at offset 0 or at a user
 /// block boundary (512, 1024, 2048, ...), `\x93NUMPY`, or safetensors' 8-byte header
 /// length followed by `{`. ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
-/// first field is ModelProto's `ir_version` (tag 0x08), is handed to `onnxOpener`.
+/// first field is ModelProto's `ir_version` (tag 0x08), goes to `ONNXFile`.
 public enum WeightFileOpener {
-    private static let hookLock = NSLock()
-    nonisolated(unsafe) private static var onnxOpenerStorage: ((String) throws -> WeightFile)?
-
-    /// The ONNX reader lives in its own module piece; whoever links it sets this once at
-    /// startup (`WeightFileOpener.onnxOpener = { try ONNXFile(path: $0) }`).
-    public static var onnxOpener: ((String) throws -> WeightFile)? {
-        get { hookLock.lock(); defer { hookLock.unlock() }; return onnxOpenerStorage }
-        set { hookLock.lock(); defer { hookLock.unlock() }; onnxOpenerStorage = newValue }
-    }
-
     static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
 
     public static func open(path: String) throws -> WeightFile {
@@ -41,13 +31,7 @@ public enum WeightFileOpener {
         // ModelProto field 1 is ir_version, a small varint: tag byte 0x08, then a value < 128.
         let looksLikeModelProto = head.count >= 2 && head[0] == 0x08 && head[1] < 0x80
         if namedONNX || looksLikeModelProto {
-            guard let opener = onnxOpener else {
-                throw ZooError.unreadableFile(path: path, reason: "looks like ONNX, but no ONNX reader is registered "
-                    + "(WeightFileOpener.onnxOpener is not set)")
-            }
-            return try opener(path)
-            // TODO(lead): once ONNXFile is merged, either set onnxOpener at startup or call it here:
-            // return try ONNXFile(path: path)
+            return try ONNXFile(path: path)
         }
         let shown = head.prefix(16).map { String(format: "%02x", $0) }.joined(separator: " ")
         throw ZooError.unreadableFile(path: path,

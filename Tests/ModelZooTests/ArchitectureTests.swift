@@ -172,8 +172,8 @@ final class ArchitectureTests: XCTestCase {
         }
         XCTAssertEqual(try stride("resnet50", "layer2.0.conv1"), 1)
         XCTAssertEqual(try stride("resnet50", "layer2.0.conv2"), 2)
-        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv1"), 2)
-        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv2"), 1)
+        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv1"), 1)
+        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv2"), 2, "as the zoo graph has it")
         XCTAssertEqual(try stride("resnet50-keras", "layer2.0.conv1"), 2)
         XCTAssertNotNil(try resolve("resnet50-keras").layer(named: "layer1.0.conv1")?.parameters.first { $0.role == .bias })
     }

@@ -38,19 +38,22 @@ public struct Architecture: Sendable {
     public let preprocessing: Preprocessing
     /// Other ids users might type for this spec.
     public let aliases: [String]
+    /// Producers whose files this spec is the variant of (matched inside the file's
+    /// producer string): breaks ties between specs that share every shape.
+    public let producers: [String]
     private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
 
     public init(id: String, title: String, family: Family, variant: String, namingSource: String,
                 inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,
                 defaultClasses: Int = 1000, headLayer: String, publishedParameters: Int?,
-                preprocessing: Preprocessing, aliases: [String] = [],
+                preprocessing: Preprocessing, aliases: [String] = [], producers: [String] = [],
                 layers: @escaping @Sendable (_ classes: Int) -> [Layer]) {
         self.id = id; self.title = title; self.family = family; self.variant = variant
         self.namingSource = namingSource; self.inputChannels = inputChannels
         self.defaultInputSize = defaultInputSize; self.acceptsOtherInputSizes = acceptsOtherInputSizes
         self.defaultClasses = defaultClasses; self.headLayer = headLayer
         self.publishedParameters = publishedParameters; self.preprocessing = preprocessing
-        self.aliases = aliases; self.makeLayers = layers
+        self.aliases = aliases; self.producers = producers; self.makeLayers = layers
     }
 
     /// The layer list for a given head size.

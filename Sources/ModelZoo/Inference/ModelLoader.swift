@@ -65,7 +65,7 @@ extension Architecture {
             id: id, title: title, family: family, variant: variant, namingSource: namingSource,
             inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: true,
             defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
-            preprocessing: preprocessing, aliases: aliases
+            preprocessing: preprocessing, aliases: aliases, producers: producers
         ) { classes in
             var replacements = pools.makeIterator()
             return make(classes).map { layer in

@@ -35,7 +35,7 @@ public enum ONNXGrouping {
                 layers.append(SourceLayer(name: node.name.isEmpty ? w.name : node.name, kind: .conv,
                                           layout: .canonical, tensors: tensors, graphConv: convSpec(node, w)))
             case "Gemm", "MatMul":
-                guard let w = input(1), w.shape.count == 2 else { continue }
+                guard let w = input(1), w.shape.filter({ $0 != 1 }).count == 2 || w.shape.count == 2 else { continue }
                 var tensors: [ParameterRole: TensorRecord] = [.weight: w]
                 let transposed = node.opType == "Gemm" && node.attributes["transB"]?.intValue == 1
                 if node.opType == "Gemm", let b = input(2) { tensors[.bias] = b }

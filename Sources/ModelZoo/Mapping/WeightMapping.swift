@@ -148,8 +148,9 @@ public enum WeightMapping {
 
         // The head's width decides the class count, so a replaced head is still this network.
         var classes = arch.defaultClasses
-        if let head = sourceDense.last, let w = head.tensors[.weight], w.shape.count == 2 {
-            let out = head.layout == .canonical ? w.shape[0] : w.shape[1]
+        if let head = sourceDense.last, let w = head.tensors[.weight] {
+            let dims = w.shape.count == 2 ? w.shape : w.shape.filter { $0 != 1 }
+            let out = dims.count != 2 ? 0 : head.layout == .canonical ? dims[0] : dims[1]
             if out >= 1 && out <= 1_000_000 { classes = out }
         }
         guard let net = try? arch.resolve(classes: classes, inputSize: inputSize) else { return nil }
@@ -255,8 +256,14 @@ extension MappingResult {
                 continue
             }
             used.insert(p.role)
-            let t: LayoutTransform = p.role == .weight ? transform : .none
-            let shape = t.canonicalShape(of: record.shape)
+            var t: LayoutTransform = p.role == .weight ? transform : .none
+            var shape = t.canonicalShape(of: record.shape)
+            // Unit dimensions do not move any value: Caffe2 stores FC weights as
+            // [1, 1, out, in] and reshapes them in the graph.
+            if shape != p.shape, record.shape.filter({ $0 != 1 }) == p.shape.filter({ $0 != 1 }), record.shape.count != 2 || p.shape.count != 2 {
+                t = .none
+                shape = p.shape
+            }
             if shape != p.shape {
                 problems.append(MappingProblem(fileTensor: record.name, canonical: p.name, kind: .wrongShape,
                                                expected: "\(p.shape)",

@@ -38,9 +38,15 @@ public enum Verifier {
                 + totalProblems(mapping, source)
             scored.append((arch, mapping, problems))
         }
-        // Fewest problems wins; among equals, the registry's order (torchvision first).
+        // Fewest problems wins; among equals, a spec made for this file's producer, then
+        // the registry's order (torchvision first).
+        let producer = (file.producer ?? "").lowercased() + " " + source.convention.lowercased()
+        func producerRank(_ arch: Architecture) -> Int {
+            arch.producers.contains { producer.contains($0) } ? 0 : 1
+        }
         let best = scored.enumerated().min { a, b in
-            (a.element.problems.count, a.offset) < (b.element.problems.count, b.offset)
+            (a.element.problems.count, producerRank(a.element.arch), a.offset)
+                < (b.element.problems.count, producerRank(b.element.arch), b.offset)
         }?.element
 
         var report = VerifyReport(file: file.path, format: file.format, producer: file.producer,
@@ -65,7 +71,10 @@ public enum Verifier {
         if checkValues && problems.isEmpty {
             problems += try nonFiniteProblems(mapping, file)
         }
-        let ties = scored.filter { $0.arch.id != best.arch.id && $0.problems.count == best.problems.count }
+        let ties = scored.filter {
+            $0.arch.id != best.arch.id && $0.problems.count == best.problems.count
+                && producerRank($0.arch) == producerRank(best.arch)
+        }
         report.architecture = best.arch.id
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")

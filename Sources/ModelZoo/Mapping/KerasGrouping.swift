@@ -1,3 +1,5 @@
+import Foundation
+
 /// Groups a Keras file's tensors into layers in creation order.
 ///
 /// Keras 2 legacy files name tensors `<layer>/<scope>/kernel:0`; Keras 3 `.weights.h5`
@@ -25,6 +27,36 @@ public enum KerasGrouping {
             layers.append(SourceLayer(name: layer, kind: kind, layout: .keras, tensors: tensors))
         }
         return (layers, loose)
+    }
+
+    /// What a full-model file's `model_config` says about the layers between the weights:
+    /// activations and pooling, the evidence that tells LeNet's two forms apart.
+    public static func evidence(fromModelConfig json: String) -> GraphEvidence {
+        var e = GraphEvidence()
+        guard let data = json.data(using: .utf8),
+              let root = try? JSONSerialization.jsonObject(with: data) else { return e }
+        e.hasGraph = true
+        func walk(_ value: Any) {
+            if let dict = value as? [String: Any] {
+                switch dict["class_name"] as? String {
+                case "MaxPooling2D"?: e.maxPool = true
+                case "AveragePooling2D"?, "GlobalAveragePooling2D"?: e.avgPool = true
+                case "BatchNormalization"?: e.batchNorm = true
+                case "ReLU"?: e.relu = true
+                default: break
+                }
+                switch dict["activation"] as? String {
+                case "relu"?: e.relu = true
+                case "tanh"?: e.tanh = true
+                default: break
+                }
+                dict.values.forEach(walk)
+            } else if let array = value as? [Any] {
+                array.forEach(walk)
+            }
+        }
+        walk(root)
+        return e
     }
 
     /// "layers/conv2d_3/vars/1" -> ("conv2d_3", "1"); "dense/dense/kernel:0" -> ("dense", "kernel").

@@ -4,7 +4,8 @@ public enum SourceModelBuilder {
         switch file.format {
         case .kerasH5, .kerasWeightsH5:
             let (layers, loose) = KerasGrouping.group(file.tensors)
-            return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
+            let config = (file as? HDF5File)?.modelConfigJSON
+            return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")
         case .onnx:
             return try onnxSource(file)

@@ -14,7 +14,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let opened = try WeightFileOpener.open(path: file)
+            let opened = try unreadableOnFailure { try WeightFileOpener.open(path: file) }
             let report = InspectReport.make(opened)
             print(format == .json ? ReportRenderer.inspectJSON(report) : ReportRenderer.inspectText(report), terminator: "")
         }
@@ -41,11 +41,23 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let opened = try WeightFileOpener.open(path: file)
             let requested = try arch.map { try ArchitectureRegistry.find($0) }
-            let (report, _) = try Verifier.verify(opened, architecture: requested, checkValues: !shapesOnly)
+            let opened = try unreadableOnFailure { try WeightFileOpener.open(path: file) }
+            let (report, _) = try unreadableOnFailure {
+                try Verifier.verify(opened, architecture: requested, checkValues: !shapesOnly)
+            }
             print(format == .json ? ReportRenderer.verifyJSON(report) : ReportRenderer.verifyText(report), terminator: "")
             if !report.ok { throw ExitCode(1) }
         }
+    }
+}
+
+/// Exit status 2 for a file that cannot be read at all: its header, a tensor's declared
+/// shape or its data is unusable. Problems found in a readable file exit 1.
+func unreadableOnFailure<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ZooError {
+        throw fail(error, code: 2)
     }
 }

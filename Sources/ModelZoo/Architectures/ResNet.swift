@@ -16,10 +16,11 @@ extension Architecture {
     ]
 
     /// ResNet with torchvision's module names for every variant, so one mapping per source
-    /// covers them all. `convBias` and `epsilon` carry the Keras differences.
+    /// covers them all. `convBias` and `epsilon` carry the Keras differences; `width` (64 in
+    /// every published net) lets tests build reduced-width nets real exporters can write small.
     static func resnet(depth: Int, id: String, variant: String, stride: ResNetStride,
                        convBias: Bool, epsilon: Double, published: Int?, aliases: [String],
-                       preprocessing: Preprocessing, producers: [String] = []) -> Architecture {
+                       preprocessing: Preprocessing, producers: [String] = [], width: Int = 64) -> Architecture {
         Architecture(
             id: id, title: "ResNet\(depth)", family: .resnet, variant: variant,
             namingSource: "torchvision state_dict",
@@ -29,12 +30,12 @@ extension Architecture {
         ) { classes in
             let (kind, counts) = resnetDepths[depth]!
             let b = NetworkBuilder()
-            b.conv("conv1", 64, kernel: 7, stride: 2, pad: 3, bias: convBias)
+            b.conv("conv1", width, kernel: 7, stride: 2, pad: 3, bias: convBias)
             b.batchNorm("bn1", epsilon: epsilon, act: .relu)
             b.maxPool("maxpool", kernel: 3, stride: 2, pad: 1)
-            var inChannels = 64
+            var inChannels = width
             for (stage, blocks) in counts.enumerated() {
-                let width = 64 << stage
+                let width = width << stage
                 let outChannels = kind == .basic ? width : width * 4
                 for block in 0..<blocks {
                     let name = "layer\(stage + 1).\(block)"

@@ -22,7 +22,9 @@ public enum WeightFileOpener {
         }
         if head.count >= 9, head[8] == UInt8(ascii: "{") {
             let length = head[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            if length >= 2, length <= UInt64(file.size - 8) {
+            // A JSON header after a little-endian length: safetensors, even when the length
+            // is wrong (the reader then says so, which beats "unknown format").
+            if length >= 2 {
                 return try SafetensorsFile(path: path)
             }
         }

@@ -62,6 +62,11 @@ public enum Verifier {
         // A named --arch is always reported against; a guess that leaves most tensors
         // unpaired is "matches none".
         if architecture == nil && best.problems.count * 2 > tensorCount {
+            // Still read every tensor: a file whose data cannot be loaded (unsafe external
+            // paths, short data) is unreadable, whatever it was meant to be.
+            if checkValues {
+                for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
+            }
             report.notes.append("closest is \(best.arch.id), with \(best.problems.count) problems: matches none")
             report.problems = best.problems
             return (report, nil)

@@ -1,0 +1,122 @@
+import XCTest
+@testable import ModelZoo
+
+/// `zoo verify` on files real exporters wrote: verdict, architecture, problems by name.
+final class VerifyTests: XCTestCase {
+    /// torchvision's ResNet18 structure at 1/8 width, as Tools/make_torch_fixtures.py exports it.
+    static let narrowResNet18 = Architecture.resnet(
+        depth: 18, id: "resnet18w8", variant: "torchvision at 1/8 width", stride: .on3x3, convBias: false,
+        epsilon: 1e-5, published: nil, aliases: [], preprocessing: .torchvision, width: 8)
+
+    func verify(_ relative: String, arch: Architecture? = nil) throws -> VerifyReport {
+        try Verifier.verify(try WeightFileOpener.open(path: CLI.fixture(relative)), architecture: arch).0
+    }
+
+    func testLeNetInEveryFormatIsRecognised() throws {
+        for name in ["lenet5_digits.onnx", "lenet5_digits.h5", "lenet5_digits.weights.h5", "lenet5_digits.safetensors"] {
+            let report = try verify("lenet/" + name)
+            XCTAssertTrue(report.ok, "\(name): \(report.problems)")
+            XCTAssertEqual(report.architecture, "lenet5", name)
+            XCTAssertEqual(report.parameters, 61_706, name)
+            XCTAssertEqual(report.classes, 10, name)
+        }
+        // Only the graph (or Keras's model_config) tells ReLU/max from tanh/average pooling.
+        XCTAssertEqual(try verify("lenet/lenet5_digits.onnx").confidence, "high")
+        XCTAssertEqual(try verify("lenet/lenet5_digits.h5").confidence, "high")
+        let weightsOnly = try verify("lenet/lenet5_digits.safetensors")
+        XCTAssertEqual(weightsOnly.confidence, "medium")
+        XCTAssertEqual(weightsOnly.alsoFits, ["lenet5-classic"])
+        XCTAssertEqual(try verify("lenet/lenet5_classic_digits.onnx").architecture, "lenet5-classic")
+    }
+
+    func testReplacedHeadIsOK() throws {
+        let report = try verify("lenet/lenet5_digits04.onnx")
+        XCTAssertTrue(report.ok)
+        XCTAssertEqual(report.architecture, "lenet5")
+        XCTAssertEqual(report.classes, 5)
+        XCTAssertEqual(report.expectedParameters, 61_706 - 5 * 85)
+    }
+
+    /// torch.onnx.export in eval mode folds BatchNorm into the convs (`onnx::Conv_NNN`).
+    func testTorchEvalExportWithFoldedBatchNorm() throws {
+        let report = try verify("torch/resnet18w8_eval.onnx", arch: Self.narrowResNet18)
+        XCTAssertTrue(report.ok, "\(report.problems)")
+        XCTAssertTrue(report.variant?.contains("BatchNorm folded") ?? false)
+        XCTAssertEqual(report.convention, "torch.onnx.export")
+        let training = try verify("torch/resnet18w8_train.onnx", arch: Self.narrowResNet18)
+        XCTAssertTrue(training.ok, "\(training.problems)")
+        XCTAssertFalse(training.variant?.contains("folded") ?? true)
+        XCTAssertEqual(training.parameters, 177_362)
+    }
+
+    /// Against the full-width spec, every problem names the file's tensor and the canonical one.
+    func testWrongArchitectureNamesTensors() throws {
+        let report = try verify("torch/resnet18w8_train.onnx", arch: try ArchitectureRegistry.find("resnet18"))
+        XCTAssertFalse(report.ok)
+        let first = try XCTUnwrap(report.problems.first)
+        XCTAssertEqual(first.kind, .wrongShape)
+        XCTAssertEqual(first.canonical, "conv1.weight")
+        XCTAssertEqual(first.expected, "[64, 3, 7, 7]")
+        XCTAssertEqual(first.actual, "[8, 3, 7, 7]")
+        let folded = try verify("torch/resnet18w8_eval.onnx", arch: try ArchitectureRegistry.find("resnet18"))
+        XCTAssertTrue(folded.problems.contains { ($0.fileTensor ?? "").hasPrefix("onnx::Conv_") && $0.canonical == "layer1.0.conv1.weight" },
+                      "\(folded.problems.prefix(3))")
+    }
+
+    func testUnknownNetworkMatchesNone() throws {
+        let report = try verify("torch/resnet18w8.safetensors")
+        XCTAssertFalse(report.ok)
+        XCTAssertNil(report.architecture)
+    }
+
+    func testModelZooGraphs() throws {
+        guard let light = ONNXLightModels.directory else { throw XCTSkip("python3 with onnx is not available") }
+        let expected = ["bvlc_alexnet": ("alexnet-caffe", 60_965_224), "zfnet512": ("zfnet512", 87_250_536),
+                        "inception_v1": ("googlenet-caffe", 6_998_552), "vgg19": ("vgg19", 143_667_240),
+                        "resnet50": ("resnet50-caffe2", 25_557_032)]
+        for (model, (arch, params)) in expected {
+            let file = try WeightFileOpener.open(path: light + "/light_\(model).onnx")
+            let report = try Verifier.verify(file, checkValues: false).0
+            XCTAssertTrue(report.ok, "\(model): \(report.problems.prefix(3))")
+            XCTAssertEqual(report.architecture, arch, model)
+            XCTAssertEqual(report.expectedParameters, params, model)
+            XCTAssertEqual(report.confidence, "high", model)
+        }
+    }
+
+    func testNonFiniteValuesAreProblems() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-verify-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = try SafetensorsFile(path: CLI.fixture("lenet/lenet5_digits.safetensors"))
+        var tensors = try source.tensors.map { ($0.name, try source.load($0.name)) }
+        let i = try XCTUnwrap(tensors.firstIndex { $0.0 == "fc2.weight" })
+        tensors[i].1.data[7] = .nan
+        tensors[i].1.data[9] = .infinity
+        let path = dir.appendingPathComponent("bad.safetensors").path
+        try SafetensorsWriter.write(tensors.map { (name: $0.0, tensor: $0.1) }, to: path)
+        let report = try Verifier.verify(try WeightFileOpener.open(path: path)).0
+        XCTAssertFalse(report.ok)
+        XCTAssertEqual(report.problems, [MappingProblem(fileTensor: "fc2.weight", canonical: "fc2.weight", kind: .nonFinite,
+                                                        expected: "finite values", actual: "1 NaN, 1 Inf of 10080")])
+    }
+}
+
+/// The onnx wheel's bundled model-zoo graphs (Caffe2 exports with constant-filled weights).
+enum ONNXLightModels {
+    static let directory: String? = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", "import onnx, os; print(os.path.dirname(onnx.__file__))"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return nil }
+        let root = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let dir = root + "/backend/test/data/light"
+        return FileManager.default.fileExists(atPath: dir) ? dir : nil
+    }()
+}

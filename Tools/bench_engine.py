@@ -69,7 +69,7 @@ def time_onnxruntime(path, batch, threads, iterations, warmup):
 def time_zoo(models, batches, threads, scratch_path):
     env = dict(os.environ, ZOO_BENCH="1", ZOO_BENCH_MODELS=",".join(models),
                ZOO_BENCH_BATCHES=",".join(map(str, batches)), OMP_NUM_THREADS=str(threads),
-               OMP_WAIT_POLICY="active", OMP_PROC_BIND="true")
+               OMP_WAIT_POLICY="active")
     command = ["swift", "test", "-c", "release", "-Xswiftc", "-enable-testing", "--skip-build",
                "--scratch-path", scratch_path, "--filter", "EngineTests.testBenchmarkPrintsFigures"]
     output = subprocess.run(command, env=env, capture_output=True, text=True).stdout

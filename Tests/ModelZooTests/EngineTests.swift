@@ -250,10 +250,10 @@ final class EngineTests: XCTestCase {
     }
 
     func testEnvironmentAdvice() {
-        XCTAssertTrue(EngineEnvironment.needsReexec(threads: 2, environment: [:]))
-        XCTAssertFalse(EngineEnvironment.needsReexec(threads: 2, environment: ["ZOO_OMP_REEXEC": "1"]))
-        XCTAssertFalse(EngineEnvironment.needsReexec(
-            threads: 2, environment: ["OMP_WAIT_POLICY": "passive", "OMP_NUM_THREADS": "2"]))
+        XCTAssertTrue(EngineEnvironment.needsReexec(environment: [:]))
+        XCTAssertTrue(EngineEnvironment.needsReexec(environment: ["OMP_NUM_THREADS": "2"]))
+        XCTAssertFalse(EngineEnvironment.needsReexec(environment: ["ZOO_OMP_REEXEC": "1"]))
+        XCTAssertFalse(EngineEnvironment.needsReexec(environment: ["OMP_WAIT_POLICY": "passive"]))
         let variables = EngineEnvironment.requiredVariables(threads: 3, environment: [:])
         XCTAssertEqual(variables["OMP_NUM_THREADS"], "3")
         XCTAssertEqual(variables["OMP_WAIT_POLICY"], "active")

@@ -32,24 +32,16 @@ public enum EngineEnvironment {
         return [
             "OMP_NUM_THREADS": String(max(1, count)),
             "OMP_WAIT_POLICY": "active",
-            // Keeps each worker on its core: spinning threads that migrate lose their caches.
-            "OMP_PROC_BIND": "true",
             reexecMarker: "1",
         ]
     }
 
-    /// True when the current process was started without the settings above (and has not
-    /// been re-executed already), so a launcher should `execve` itself with
-    /// `environment.merging(requiredVariables(...))`. A user who set `OMP_WAIT_POLICY`
-    /// explicitly is respected.
-    public static func needsReexec(threads: Int?,
-                                   environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        if environment[reexecMarker] != nil { return false }
-        if environment["OMP_WAIT_POLICY"] != nil {
-            guard let threads else { return false }
-            return environment["OMP_NUM_THREADS"] != String(threads)
-        }
-        return true
+    /// True when the current process was started without `OMP_WAIT_POLICY` (and has not been
+    /// re-executed already), so a launcher should `execve` itself with
+    /// `environment.merging(requiredVariables(...)) { $1 }`. A user who set the policy
+    /// explicitly is respected. The thread count alone never needs a restart.
+    public static func needsReexec(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment[reexecMarker] == nil && environment["OMP_WAIT_POLICY"] == nil
     }
 }
 

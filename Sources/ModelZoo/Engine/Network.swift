@@ -46,7 +46,7 @@ public final class Network {
     public func forward(_ input: Tensor) throws -> Tensor {
         let c = resolved.input
         let expected = [batch, c.c, c.h, c.w]
-        guard input.shape == expected else {
+        guard input.shape == expected, input.data.count == batch * c.count else {
             throw ZooError.engineFailure(
                 layer: Layer.networkInput,
                 reason: "\(resolved.architecture.id) compiled for input \(expected) (batch, channels, height, width), got \(input.shape)")

@@ -206,20 +206,24 @@ final class NetworkCompiler {
     }
 
     /// A buffer holding `data` (plain layout `dims`) reordered into `target`, done now, once.
+    /// The reorder reads the Swift array in place, so a large weight is never held three
+    /// times over (array, plain copy, blocked copy).
     private func constantMemory(_ data: [Float], dims: [Int], target: dnnl_memory_desc_t,
                                 layer: String) throws -> dnnl_memory_t {
-        let plainMD = try DNNL.desc(dims, DNNL.plainTag(rank: dims.count), layer: layer)
-        let plain = try newMemory(plainMD, layer: layer)
-        let pointer = try handle(plain, layer: layer)
-        data.withUnsafeBufferPointer { source in
-            if let base = source.baseAddress { pointer.update(from: base, count: data.count) }
-        }
-        if DNNL.equal(plainMD, target) { return plain }
+        var plainMD = try DNNL.desc(dims, DNNL.plainTag(rank: dims.count), layer: layer)
         let placed = try newMemory(target, layer: layer)
         let reorder = try makeReorder(from: plainMD, to: target, layer: layer)
-        let args = [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: plain), dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: placed)]
-        try DNNL.check(dnnl_primitive_execute(reorder, stream, 2, args), layer: layer, "weight reorder")
-        try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
+        try data.withUnsafeBytes { bytes in
+            // oneDNN takes a mutable handle, but a reorder only reads its source.
+            let handle = bytes.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) }
+            var view: dnnl_memory_t?
+            try DNNL.check(dnnl_memory_create(&view, &plainMD, engine, handle), layer: layer, "weight view")
+            guard let view else { throw ZooError.engineFailure(layer: layer, reason: "no weight view") }
+            defer { dnnl_memory_destroy(view) }
+            let args = [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: view), dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: placed)]
+            try DNNL.check(dnnl_primitive_execute(reorder, stream, 2, args), layer: layer, "weight reorder")
+            try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
+        }
         return placed
     }
 

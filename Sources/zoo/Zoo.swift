@@ -28,7 +28,7 @@ struct Zoo: ParsableCommand {
 
     static func reexecWithEngineEnvironment(threads: Int?) {
         let environment = ProcessInfo.processInfo.environment
-        guard EngineEnvironment.needsReexec(threads: threads, environment: environment) else { return }
+        guard EngineEnvironment.needsReexec(environment: environment) else { return }
         let merged = environment.merging(EngineEnvironment.requiredVariables(threads: threads, environment: environment)) { _, new in new }
         let argv = CommandLine.arguments.map { strdup($0) } + [nil]
         let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]

@@ -9,6 +9,7 @@ torch's logits for both. Deterministic (seed 0). Needs torch, torchvision, onnx,
 
 Run: python3 Tools/make_torch_fixtures.py
 """
+import copy
 import json
 import pathlib
 
@@ -54,10 +55,17 @@ with torch.no_grad():
 
 common = dict(input_names=["input"], output_names=["logits"], opset_version=17,
               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+state = {k: v.clone().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 torch.onnx.export(model, x, OUT / "resnet18w8_eval.onnx", **common)
-torch.onnx.export(model, x, OUT / "resnet18w8_train.onnx", training=torch.onnx.TrainingMode.TRAINING,
+# A training-mode export runs the model in train mode, which updates the BatchNorm running
+# statistics and bakes the updated ones into the file: a copy with momentum 0 keeps them as
+# they are, so every file holds the weights the logits were computed with.
+frozen = copy.deepcopy(model)
+for m in frozen.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.momentum = 0.0
+torch.onnx.export(frozen, x, OUT / "resnet18w8_train.onnx", training=torch.onnx.TrainingMode.TRAINING,
                   do_constant_folding=False, **common)
-state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 save_file(state, OUT / "resnet18w8.safetensors", metadata={"format": "pt"})
 np.save(OUT / "input_2x3x64x64.npy", x.numpy())
 np.save(OUT / "logits_torch.npy", logits.numpy())

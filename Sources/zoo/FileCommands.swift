@@ -12,10 +12,18 @@ struct Inspect: ParsableCommand {
     @Option(help: "text or json.")
     var format: OutputFormat = .text
 
+    @Flag(help: "Also read every float tensor's data, and say how long that took.")
+    var load = false
+
     func run() throws {
         try reportingErrors {
             let opened = try unreadableOnFailure { try WeightFileOpener.open(path: file) }
-            let report = InspectReport.make(opened)
+            var report = InspectReport.make(opened)
+            if load {
+                let timing = try unreadableOnFailure { try LoadTiming.measure(opened) }
+                report.details.append(("loaded", "\(timing.tensors) tensors, \(grouped(timing.bytes)) bytes as float32 in "
+                    + String(format: "%.1f ms", timing.milliseconds)))
+            }
             print(format == .json ? ReportRenderer.inspectJSON(report) : ReportRenderer.inspectText(report), terminator: "")
         }
     }

@@ -260,10 +260,10 @@ final class PoolStage: TrainableStage {
         if isMax && training { winners = [Int](repeating: -1, count: y.count) }
         windows(batch: batch) { out, inputs, divisor in
             if isMax {
-                var best = -Float.infinity, where_ = -1
-                for i in inputs where x[i] > best { best = x[i]; where_ = i }
-                y[out] = where_ >= 0 ? best : 0
-                if training { winners[out] = where_ }
+                var best = -Float.infinity, winner = -1
+                for i in inputs where x[i] > best { best = x[i]; winner = i }
+                y[out] = winner >= 0 ? best : 0
+                if training { winners[out] = winner }
             } else {
                 var sum: Float = 0
                 for i in inputs { sum += x[i] }

@@ -7,7 +7,8 @@ struct Zoo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zoo",
         abstract: "Load, verify, convert, run and fine-tune the classic CNNs.",
-        subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self])
+        subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self,
+                      Finetune.self, Evaluate.self])
 
     /// Commands that run the engine restart once with OpenMP's variables set (see
     /// EngineEnvironment: libgomp reads them only when it loads, before any of our code).

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import ModelZoo
+
+/// Prints a line to stdout at once, so logs piped to a file or another program follow the
+/// run epoch by epoch instead of arriving in one block at the end.
+func printFlushed(_ line: String) {
+    print(line)
+    fflush(nil)  // every C stream; naming `stdout` is not concurrency-safe in Swift 6
+}
+
+func printWarning(_ message: String) {
+    FileHandle.standardError.write(Data("zoo: warning: \(message)\n".utf8))
+}
+
+/// A live "features 120/450" counter on a terminal; nothing when stderr is a file or pipe.
+func extractionCounter() -> ((Int, Int) -> Void)? {
+    guard isatty(STDERR_FILENO) != 0 else { return nil }
+    return { done, total in
+        FileHandle.standardError.write(Data("\rfeatures \(done)/\(total)\(done == total ? "\n" : "")".utf8))
+    }
+}
+
+struct Finetune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace the final FC layer with a new head for the classes of an image folder and train it.",
+        discussion: """
+            DATA holds one subfolder per class of JPEG or PNG images; if it has train/ and val/ \
+            subfolders (each with one folder per class) they are used, otherwise --val-split of each \
+            class is held out. The backbone is frozen: its features are computed once and cached beside \
+            OUT (OUT.features-<key>.bin). --train-last K also trains the K layers with parameters before \
+            the head (Linear, Conv, pooling; in plain Swift, meant for small networks). The best epoch by \
+            validation accuracy is written to OUT, in the format its extension names, with the class names.
+            """)
+
+    @Option(help: "The pretrained weight file.")
+    var weights: String
+    @Option(help: "Architecture id, when the file alone does not settle it.")
+    var arch: String?
+    @Option(help: "ImageFolder: one subfolder per class (or train/ and val/ each holding them).")
+    var data: String
+    @Option(help: "Where to write the fine-tuned model (.safetensors, .onnx, .h5, .weights.h5).")
+    var out: String
+    @Option(help: "Passes over the training images.")
+    var epochs: Int = 30
+    @Option(help: "Images per SGD step.")
+    var batch: Int = 32
+    @Option(help: "Initial learning rate (cosine decay to 0).")
+    var lr: Double = 0.01
+    @Option(name: .customLong("weight-decay"), help: "L2 weight decay on weights (not biases).")
+    var weightDecay: Double = 1e-4
+    @Option(name: .customLong("val-split"), help: "Share of each class held out for validation when DATA has no train/ and val/.")
+    var valSplit: Double = 0.2
+    @Option(name: .customLong("train-last"), help: "Also train this many layers with parameters before the head.")
+    var trainLast: Int = 0
+    @Option(help: "Seed for the head's initial weights, the shuffles and the validation split.")
+    var seed: UInt64 = 0
+    @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
+    var strict = false
+    @Flag(help: "Continue from the last finished epoch of an interrupted run with the same settings.")
+    var resume = false
+    @Flag(name: .customLong("no-cache"), help: "Do not read or write the feature cache.")
+    var noCache = false
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+    @Option(name: .customLong("stop-after"), help: .hidden)
+    var stopAfter: Int?
+
+    func run() throws {
+        try reportingErrors {
+            var options = FineTuner.Options(weightsPath: weights, architecture: arch, dataPath: data, outputPath: out)
+            options.hyper.epochs = epochs
+            options.hyper.batch = batch
+            options.hyper.learningRate = lr
+            options.hyper.weightDecay = weightDecay
+            options.hyper.seed = seed
+            options.validationFraction = valSplit
+            options.trainLast = trainLast
+            options.strict = strict
+            options.resume = resume
+            options.cacheFeatures = !noCache
+            options.threads = threads
+            options.stopAfterEpochs = stopAfter
+            _ = try FineTuner.run(options, callbacks: FineTuner.Callbacks(
+                log: printFlushed, warn: printWarning, extractionProgress: extractionCounter()))
+        }
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Accuracy, per-class accuracy and the confusion matrix of a model on an image folder.",
+        discussion: """
+            DATA holds one subfolder per class (its val/ subfolder is used when it has train/ and val/). \
+            Folder names are matched to the class names stored in the weights (by zoo finetune); \
+            without stored names, folders named 0, 1, ... are those output indices, and otherwise \
+            the i-th folder in sorted order is class i.
+            """)
+
+    @Option(help: "The weight file.")
+    var weights: String
+    @Option(help: "Architecture id, when the file alone does not settle it.")
+    var arch: String?
+    @Option(help: "ImageFolder: one subfolder per class.")
+    var data: String
+    @Option(help: "Images per forward pass.")
+    var batch: Int = 32
+    @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
+    var strict = false
+    @Option(help: "Worker threads (default: every core).")
+    var threads: Int?
+    @Option(help: "text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        try reportingErrors {
+            guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+            let model = try ModelLoader.load(path: weights, architecture: arch)
+            let report = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: threads, strict: strict,
+                                                warn: printWarning, progress: extractionCounter())
+            if format == .json {
+                print(jsonString(report.json), terminator: "")
+            } else {
+                print(report.text)
+            }
+        }
+    }
+}

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# The main job end to end on a fresh machine: installs dependencies, builds `zoo`, and shows
-# what it does with the architectures.
+# The main job end to end on a fresh machine: installs dependencies, builds `zoo` (release),
+# then takes the committed LeNet-5 digits model through what users come for: what is this
+# file, is it really LeNet-5, what does it see in an image, and a new head for new classes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tools/install-deps.sh
-swift build -c release --product zoo 2>&1 | grep -v "^\[" || true
+echo "building zoo (release)..."
+swift build -c release --product zoo 2>&1 | grep -E "error|warning: unre|Compiling zoo|Build" || true
 zoo=".build/release/zoo"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 run() { echo; echo "\$ zoo $*"; "$zoo" "$@"; }
+
 run list
-run summary lenet5
-run summary alexnet-caffe --format markdown
-run summary resnet18 --classes 10 --input-size 160
+run summary alexnet-caffe
+run inspect Fixtures/lenet/lenet5_digits.h5
+run verify Fixtures/lenet/lenet5_digits.weights.h5
+run verify Fixtures/lenet/lenet5_digits.onnx --arch lenet5-classic || echo "(exit $?: the graph's ReLU and max pooling contradict the 1998 form)"
+run predict --weights Fixtures/lenet/lenet5_digits.onnx --top 2 Fixtures/digits_samples/digit_7_1496.png Fixtures/digits_samples/digit_3_0744_rgb64.jpg
+run finetune --weights Fixtures/lenet/lenet5_digits04.onnx --data Fixtures/digits59 --out "$out/digits59.safetensors" --epochs 30 --lr 0.03
+run evaluate --weights "$out/digits59.safetensors" --data Fixtures/digits59
+run predict --weights "$out/digits59.safetensors" --top 2 Fixtures/digits_samples/digit_8_0500.png

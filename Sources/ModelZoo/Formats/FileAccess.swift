@@ -11,7 +11,7 @@ import Darwin
 final class ReadOnlyFile {
     let path: String
     let size: Int
-    private let descriptor: Int32
+    let descriptor: Int32
 
     /// Opens `path`, reporting a missing file, a directory or a permission problem as
     /// `ZooError.unreadableFile` in words a user can act on.
@@ -43,7 +43,8 @@ final class ReadOnlyFile {
         adviseHugePages(destination, count: count)
         var done = 0
         while done < count {
-            let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
+            // Linux reads at most about 2 GiB per call.
+            let got = pread(descriptor, destination + done, min(count - done, 1 << 30), off_t(offset + done))
             if got < 0 {
                 if errno == EINTR { continue }
                 throw ZooError.unreadableFile(path: path, reason: "read failed: \(String(cString: strerror(errno)))")

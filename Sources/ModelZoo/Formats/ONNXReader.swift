@@ -276,8 +276,6 @@ public final class ONNXFile: WeightFile {
         let source = try storedBytes(header, byteCount: byteCount)
         return try [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
             if let base = buffer.baseAddress {
-                // Large tensors (VGG's fc6 is 411 MB) fault in far fewer pages as huge pages.
-                adviseHugePages(UnsafeMutableRawPointer(base), count: byteCount)
                 try source.read(into: UnsafeMutableRawPointer(base))
             }
             initialized = count

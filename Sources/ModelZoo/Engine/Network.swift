@@ -55,6 +55,10 @@ public final class Network {
         return try program.run(input.data)
     }
 
+    /// What each compiled step runs, in order ("conv1: convolution", "input: reorder"...):
+    /// shows which layers were fused away and where layouts change.
+    public var executionPlan: [String] { program.plan }
+
     /// Times `iterations` forward passes on random input after `warmup` untimed ones.
     public func benchmark(iterations: Int, warmup: Int) throws -> BenchmarkResult {
         guard iterations >= 1, warmup >= 0 else {
@@ -149,6 +153,39 @@ final class CompiledProgram {
         self.resources = resources; self.engine = engine; self.stream = stream; self.steps = steps
         self.inputBuffer = inputBuffer; self.inputCount = inputCount
         self.outputBuffer = outputBuffer; self.outputShape = outputShape
+    }
+
+    var plan: [String] {
+        steps.map { step in
+            switch step {
+            case let .primitive(primitive, _, layer):
+                var pd: const_dnnl_primitive_desc_t?
+                var kind = dnnl_undefined_primitive
+                if dnnl_primitive_get_primitive_desc(primitive, &pd) == dnnl_success, let pd {
+                    _ = dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind)
+                }
+                return "\(layer): \(Self.kindName(kind))"
+            case let .host(layer, _):
+                return "\(layer): swift"
+            }
+        }
+    }
+
+    private static func kindName(_ kind: dnnl_primitive_kind_t) -> String {
+        switch kind {
+        case dnnl_reorder: return "reorder"
+        case dnnl_concat: return "concat"
+        case dnnl_sum: return "sum"
+        case dnnl_convolution: return "convolution"
+        case dnnl_eltwise: return "eltwise"
+        case dnnl_softmax: return "softmax"
+        case dnnl_pooling, dnnl_pooling_v2: return "pooling"
+        case dnnl_lrn: return "lrn"
+        case dnnl_batch_normalization: return "batch_norm"
+        case dnnl_inner_product: return "inner_product"
+        case dnnl_binary: return "binary"
+        default: return "primitive \(kind.rawValue)"
+        }
     }
 
     func run(_ input: [Float]) throws -> Tensor {

@@ -408,9 +408,11 @@ final class NetworkCompiler {
                 deferred[operand] = nil
                 let otherName = layer.inputs[0] == operand ? layer.inputs[1] : layer.inputs[0]
                 let other = try value(otherName, for: name)
-                if canOverwrite(otherName, other, at: index, readBy: conv) {
-                    var sum = try buildDeferred(conv, outputName: operand, accumulateInto: other,
-                                                activation: layer.activation)
+                // A convolution that cannot write the other operand's layout (oneDNN refuses
+                // the descriptor before anything is recorded) falls back to a separate add.
+                if canOverwrite(otherName, other, at: index, readBy: conv),
+                   var sum = try? buildDeferred(conv, outputName: operand, accumulateInto: other,
+                                                activation: layer.activation) {
                     // The other operand's buffer now holds the sum: earlier reorders of it are stale.
                     conversions[other.memory] = nil
                     sum.shape = resolved.output

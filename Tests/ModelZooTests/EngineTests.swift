@@ -233,6 +233,9 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(plan.filter { $0.hasSuffix(": inner_product") }.count, 1, "\(plan)")
         XCTAssertLessThanOrEqual(plan.count, 24, "\(plan)")
         XCTAssertFalse(plan.contains { $0.contains("binary") || $0.contains("eltwise") || $0.contains("batch_norm") }, "\(plan)")
+        // Activations share storage: far less than the sum of every layer's output.
+        let everyOutput = net.activationElements * 4
+        XCTAssertLessThan(network.activationMemoryBytes, everyOutput / 3)
     }
 
     func testThreadCountReachesOpenMP() throws {

@@ -55,6 +55,10 @@ public final class Network {
         return try program.run(input.data)
     }
 
+    /// Bytes of the one buffer all activations share (tensors whose lifetimes do not overlap
+    /// reuse the same bytes).
+    public var activationMemoryBytes: Int { program.activationBytes }
+
     /// What each compiled step runs, in order ("conv1: convolution", "input: reorder"...):
     /// shows which layers were fused away and where layouts change.
     public var executionPlan: [String] { program.plan }
@@ -135,25 +139,31 @@ final class CompiledProgram {
     enum Step {
         case primitive(dnnl_primitive_t, [dnnl_exec_arg_t], layer: String)
         /// Work oneDNN cannot express, run in Swift on plain NCHW buffers.
-        case host(layer: String, run: () -> Void)
+        case host(layer: String, input: dnnl_memory_t, output: dnnl_memory_t,
+                  run: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void)
     }
 
     private var resources: DNNLResources?
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
     let steps: [Step]
+    /// Storage of every activation buffer; freed after the oneDNN objects that point into it.
+    private var arena: ActivationArena?
     let inputBuffer: UnsafeMutablePointer<Float>
     let inputCount: Int
     let outputBuffer: UnsafeMutablePointer<Float>
     let outputShape: [Int]
 
     init(resources: DNNLResources, engine: dnnl_engine_t, stream: dnnl_stream_t, steps: [Step],
-         inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,
+         arena: ActivationArena, inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,
          outputBuffer: UnsafeMutablePointer<Float>, outputShape: [Int]) {
         self.resources = resources; self.engine = engine; self.stream = stream; self.steps = steps
+        self.arena = arena
         self.inputBuffer = inputBuffer; self.inputCount = inputCount
         self.outputBuffer = outputBuffer; self.outputShape = outputShape
     }
+
+    var activationBytes: Int { arena?.byteCount ?? 0 }
 
     var plan: [String] {
         steps.map { step in
@@ -165,7 +175,7 @@ final class CompiledProgram {
                     _ = dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind)
                 }
                 return "\(layer): \(Self.kindName(kind))"
-            case let .host(layer, _):
+            case let .host(layer, _, _, _):
                 return "\(layer): swift"
             }
         }
@@ -197,9 +207,16 @@ final class CompiledProgram {
             case let .primitive(primitive, args, layer):
                 try DNNL.check(dnnl_primitive_execute(primitive, stream, Int32(args.count), args),
                                layer: layer, "execute")
-            case let .host(layer, run):
+            case let .host(layer, inMemory, outMemory, run):
                 try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
-                run()
+                var source: UnsafeMutableRawPointer?
+                var destination: UnsafeMutableRawPointer?
+                try DNNL.check(dnnl_memory_get_data_handle(inMemory, &source), layer: layer, "data handle")
+                try DNNL.check(dnnl_memory_get_data_handle(outMemory, &destination), layer: layer, "data handle")
+                guard let source, let destination else {
+                    throw ZooError.engineFailure(layer: layer, reason: "buffer without storage")
+                }
+                run(UnsafePointer(source.assumingMemoryBound(to: Float.self)), destination.assumingMemoryBound(to: Float.self))
             }
         }
         try DNNL.check(dnnl_stream_wait(stream), layer: "output", "stream wait")
@@ -210,7 +227,21 @@ final class CompiledProgram {
     deinit {
         // Primitives and memories go first, then the stream and engine they were made on.
         resources = nil
+        arena = nil
         dnnl_stream_destroy(stream)
         dnnl_engine_destroy(engine)
     }
+}
+
+/// One aligned allocation holding every activation of a compiled network.
+final class ActivationArena {
+    let base: UnsafeMutableRawPointer
+    let byteCount: Int
+
+    init(byteCount: Int, alignment: Int) {
+        self.byteCount = byteCount
+        base = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: alignment)
+    }
+
+    deinit { base.deallocate() }
 }

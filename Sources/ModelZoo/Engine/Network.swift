@@ -12,6 +12,9 @@ import Foundation
 ///
 /// OpenMP: see `EngineEnvironment`; without `OMP_WAIT_POLICY=active` at process start the
 /// second thread helps little.
+///
+/// A `Network` owns preallocated buffers: run one `forward` at a time on it (compile one
+/// network per thread for concurrent use).
 public final class Network {
     public let resolved: ResolvedNetwork
     public let batch: Int
@@ -19,7 +22,7 @@ public final class Network {
     public let threads: Int
     /// The shape `forward` returns: [batch, classes] for a classifier.
     public let outputShape: [Int]
-    /// oneDNN's implementation per convolution and inner product (e.g. "brg:avx512_core"),
+    /// oneDNN's implementation per convolution and inner product (e.g. "brgconv:avx512_core"),
     /// for diagnostics and benchmarks.
     public let kernels: [(layer: String, implementation: String)]
 

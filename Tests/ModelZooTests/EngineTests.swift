@@ -222,6 +222,29 @@ final class EngineTests: XCTestCase {
         try assertEngineMatchesReference(try architecture.resolve())
     }
 
+    func testResNetPlanFusesBatchNormActivationsAndResidualAdds() throws {
+        let net = try ArchitectureRegistry.find("resnet18").resolve(classes: 10, inputSize: Size2(64))
+        let network = try Network(net, weights: RandomWeights.make(net, seed: 2), batch: 1, threads: 1)
+        let plan = network.executionPlan
+        // 20 convolutions (BN, ReLU and the residual sums inside them), max pool, average
+        // pool, inner product, and one reorder of the NCHW input: nothing else.
+        XCTAssertEqual(plan.filter { $0.hasSuffix(": convolution") }.count, 20, "\(plan)")
+        XCTAssertEqual(plan.filter { $0.hasSuffix(": pooling") }.count, 2, "\(plan)")
+        XCTAssertEqual(plan.filter { $0.hasSuffix(": inner_product") }.count, 1, "\(plan)")
+        XCTAssertLessThanOrEqual(plan.count, 24, "\(plan)")
+        XCTAssertFalse(plan.contains { $0.contains("binary") || $0.contains("eltwise") || $0.contains("batch_norm") }, "\(plan)")
+        // Activations share storage: far less than the sum of every layer's output.
+        let everyOutput = net.activationElements * 4
+        XCTAssertLessThan(network.activationMemoryBytes, everyOutput / 3)
+    }
+
+    func testThreadCountReachesOpenMP() throws {
+        guard let before = OpenMPRuntime.maxThreads() else { throw XCTSkip("oneDNN is not on OpenMP here") }
+        OpenMPRuntime.setThreads(3)
+        XCTAssertEqual(OpenMPRuntime.maxThreads(), 3)
+        OpenMPRuntime.setThreads(before)
+    }
+
     // MARK: - Errors
 
     func testWrongInputShapeIsRefusedWithClearError() throws {

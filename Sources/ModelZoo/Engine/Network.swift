@@ -12,6 +12,9 @@ import Foundation
 ///
 /// OpenMP: see `EngineEnvironment`; without `OMP_WAIT_POLICY=active` at process start the
 /// second thread helps little.
+///
+/// A `Network` owns preallocated buffers: run one `forward` at a time on it (compile one
+/// network per thread for concurrent use).
 public final class Network {
     public let resolved: ResolvedNetwork
     public let batch: Int
@@ -19,7 +22,7 @@ public final class Network {
     public let threads: Int
     /// The shape `forward` returns: [batch, classes] for a classifier.
     public let outputShape: [Int]
-    /// oneDNN's implementation per convolution and inner product (e.g. "brg:avx512_core"),
+    /// oneDNN's implementation per convolution and inner product (e.g. "brgconv:avx512_core"),
     /// for diagnostics and benchmarks.
     public let kernels: [(layer: String, implementation: String)]
 
@@ -54,6 +57,14 @@ public final class Network {
         OpenMPRuntime.setThreads(threads)
         return try program.run(input.data)
     }
+
+    /// Bytes of the one buffer all activations share (tensors whose lifetimes do not overlap
+    /// reuse the same bytes).
+    public var activationMemoryBytes: Int { program.activationBytes }
+
+    /// What each compiled step runs, in order ("conv1: convolution", "input: reorder"...):
+    /// shows which layers were fused away and where layouts change.
+    public var executionPlan: [String] { program.plan }
 
     /// Times `iterations` forward passes on random input after `warmup` untimed ones.
     public func benchmark(iterations: Int, warmup: Int) throws -> BenchmarkResult {
@@ -131,24 +142,63 @@ final class CompiledProgram {
     enum Step {
         case primitive(dnnl_primitive_t, [dnnl_exec_arg_t], layer: String)
         /// Work oneDNN cannot express, run in Swift on plain NCHW buffers.
-        case host(layer: String, run: () -> Void)
+        case host(layer: String, input: dnnl_memory_t, output: dnnl_memory_t,
+                  run: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void)
     }
 
     private var resources: DNNLResources?
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
     let steps: [Step]
+    /// Storage of every activation buffer; freed after the oneDNN objects that point into it.
+    private var arena: ActivationArena?
     let inputBuffer: UnsafeMutablePointer<Float>
     let inputCount: Int
     let outputBuffer: UnsafeMutablePointer<Float>
     let outputShape: [Int]
 
     init(resources: DNNLResources, engine: dnnl_engine_t, stream: dnnl_stream_t, steps: [Step],
-         inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,
+         arena: ActivationArena, inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,
          outputBuffer: UnsafeMutablePointer<Float>, outputShape: [Int]) {
         self.resources = resources; self.engine = engine; self.stream = stream; self.steps = steps
+        self.arena = arena
         self.inputBuffer = inputBuffer; self.inputCount = inputCount
         self.outputBuffer = outputBuffer; self.outputShape = outputShape
+    }
+
+    var activationBytes: Int { arena?.byteCount ?? 0 }
+
+    var plan: [String] {
+        steps.map { step in
+            switch step {
+            case let .primitive(primitive, _, layer):
+                var pd: const_dnnl_primitive_desc_t?
+                var kind = dnnl_undefined_primitive
+                if dnnl_primitive_get_primitive_desc(primitive, &pd) == dnnl_success, let pd {
+                    _ = dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind)
+                }
+                return "\(layer): \(Self.kindName(kind))"
+            case let .host(layer, _, _, _):
+                return "\(layer): swift"
+            }
+        }
+    }
+
+    private static func kindName(_ kind: dnnl_primitive_kind_t) -> String {
+        switch kind {
+        case dnnl_reorder: return "reorder"
+        case dnnl_concat: return "concat"
+        case dnnl_sum: return "sum"
+        case dnnl_convolution: return "convolution"
+        case dnnl_eltwise: return "eltwise"
+        case dnnl_softmax: return "softmax"
+        case dnnl_pooling, dnnl_pooling_v2: return "pooling"
+        case dnnl_lrn: return "lrn"
+        case dnnl_batch_normalization: return "batch_norm"
+        case dnnl_inner_product: return "inner_product"
+        case dnnl_binary: return "binary"
+        default: return "primitive \(kind.rawValue)"
+        }
     }
 
     func run(_ input: [Float]) throws -> Tensor {
@@ -160,9 +210,16 @@ final class CompiledProgram {
             case let .primitive(primitive, args, layer):
                 try DNNL.check(dnnl_primitive_execute(primitive, stream, Int32(args.count), args),
                                layer: layer, "execute")
-            case let .host(layer, run):
+            case let .host(layer, inMemory, outMemory, run):
                 try DNNL.check(dnnl_stream_wait(stream), layer: layer, "stream wait")
-                run()
+                var source: UnsafeMutableRawPointer?
+                var destination: UnsafeMutableRawPointer?
+                try DNNL.check(dnnl_memory_get_data_handle(inMemory, &source), layer: layer, "data handle")
+                try DNNL.check(dnnl_memory_get_data_handle(outMemory, &destination), layer: layer, "data handle")
+                guard let source, let destination else {
+                    throw ZooError.engineFailure(layer: layer, reason: "buffer without storage")
+                }
+                run(UnsafePointer(source.assumingMemoryBound(to: Float.self)), destination.assumingMemoryBound(to: Float.self))
             }
         }
         try DNNL.check(dnnl_stream_wait(stream), layer: "output", "stream wait")
@@ -173,7 +230,21 @@ final class CompiledProgram {
     deinit {
         // Primitives and memories go first, then the stream and engine they were made on.
         resources = nil
+        arena = nil
         dnnl_stream_destroy(stream)
         dnnl_engine_destroy(engine)
     }
+}
+
+/// One aligned allocation holding every activation of a compiled network.
+final class ActivationArena {
+    let base: UnsafeMutableRawPointer
+    let byteCount: Int
+
+    init(byteCount: Int, alignment: Int) {
+        self.byteCount = byteCount
+        base = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: alignment)
+    }
+
+    deinit { base.deallocate() }
 }

@@ -36,6 +36,8 @@ final class NetworkCompiler {
     /// share one reorder.
     private var conversions: [OpaquePointer: [(md: dnnl_memory_desc_t, memory: dnnl_memory_t)]] = [:]
     private var deferred: [String: DeferredConv] = [:]
+    /// Every activation buffer and its size in bytes.
+    private var activationBytes: [OpaquePointer: Int] = [:]
     private(set) var kernels: [(layer: String, implementation: String)] = []
 
     /// Layer indices reading each value.
@@ -98,7 +100,7 @@ final class NetworkCompiler {
         plan()
         let input = net.input
         let inputMD = try DNNL.desc([batch, input.c, input.h, input.w], dnnl_nchw, layer: Layer.networkInput)
-        let inputMemory = try newMemory(inputMD, layer: Layer.networkInput)
+        let inputMemory = try newActivation(inputMD, layer: Layer.networkInput)
         values[Layer.networkInput] = Value(memory: inputMemory, md: inputMD, shape: input, ownsBuffer: false)
 
         for (index, resolved) in net.layers.enumerated() {
@@ -113,10 +115,61 @@ final class NetworkCompiler {
         let outputMD = try DNNL.desc(logicalDims, DNNL.plainTag(rank: logicalDims.count), layer: last.layer.name)
         let outputMemory = try converted(result, to: outputMD, layer: last.layer.name)
         let outputShape = shape.h == 1 && shape.w == 1 ? [batch, shape.c] : plainDims
+        let arena = try assignActivationStorage(input: inputMemory, output: outputMemory)
         return CompiledProgram(
-            resources: resources, engine: engine, stream: stream, steps: steps,
+            resources: resources, engine: engine, stream: stream, steps: steps, arena: arena,
             inputBuffer: try handle(inputMemory, layer: Layer.networkInput), inputCount: batch * input.count,
             outputBuffer: try handle(outputMemory, layer: last.layer.name), outputShape: outputShape)
+    }
+
+    /// Gives every activation buffer storage in one arena. Each buffer lives from the first
+    /// step that touches it to the last; buffers whose lives do not overlap share bytes
+    /// (greedy first fit over offsets, in order of first use). The network input is live from
+    /// before the first step, the output until after the last.
+    private func assignActivationStorage(input: dnnl_memory_t, output: dnnl_memory_t) throws -> ActivationArena {
+        var firstUse: [OpaquePointer: Int] = [:]
+        var lastUse: [OpaquePointer: Int] = [:]
+        func touch(_ memory: dnnl_memory_t, _ position: Int) {
+            guard activationBytes[memory] != nil else { return }
+            firstUse[memory] = min(firstUse[memory] ?? position, position)
+            lastUse[memory] = max(lastUse[memory] ?? position, position)
+        }
+        touch(input, -1)
+        for (position, step) in steps.enumerated() {
+            switch step {
+            case let .primitive(_, args, _):
+                for arg in args { if let memory = arg.memory { touch(memory, position) } }
+            case let .host(_, inMemory, outMemory, _):
+                touch(inMemory, position)
+                touch(outMemory, position)
+            }
+        }
+        touch(output, steps.count)
+        let alignment = 64
+        // Live allocations as (offset, end, lastUse), kept sorted by offset.
+        var placed: [(memory: OpaquePointer, offset: Int, end: Int, last: Int)] = []
+        var offsets: [OpaquePointer: Int] = [:]
+        var arenaSize = 0
+        let order = firstUse.keys.sorted { (firstUse[$0] ?? 0, activationBytes[$0] ?? 0) < (firstUse[$1] ?? 0, activationBytes[$1] ?? 0) }
+        for memory in order {
+            guard let start = firstUse[memory], let end = lastUse[memory], let bytes = activationBytes[memory] else { continue }
+            let size = (bytes + alignment - 1) / alignment * alignment
+            // Blocks still alive when this buffer is first written stay where they are.
+            let alive = placed.filter { $0.last >= start }.sorted { $0.offset < $1.offset }
+            var candidate = 0
+            for block in alive {
+                if candidate + size <= block.offset { break }
+                candidate = max(candidate, block.end)
+            }
+            offsets[memory] = candidate
+            placed.append((memory, candidate, candidate + size, end))
+            arenaSize = max(arenaSize, candidate + size)
+        }
+        let arena = ActivationArena(byteCount: max(arenaSize, alignment), alignment: alignment)
+        for (memory, offset) in offsets {
+            try DNNL.check(dnnl_memory_set_data_handle(memory, arena.base + offset), layer: "activations", "set data handle")
+        }
+        return arena
     }
 
     private func value(_ name: String, for layer: String) throws -> Value {
@@ -198,6 +251,19 @@ final class NetworkCompiler {
         return memory
     }
 
+    /// An activation buffer: created without storage, which `assignActivationStorage` gives
+    /// it once every step is known, sharing storage between tensors whose lifetimes do not
+    /// overlap.
+    private func newActivation(_ md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
+        var md = md
+        var memory: dnnl_memory_t?
+        try DNNL.check(dnnl_memory_create(&memory, &md, engine, nil), layer: layer, "memory creation")
+        guard let memory else { throw ZooError.engineFailure(layer: layer, reason: "memory creation returned nothing") }
+        resources.keep(memory: memory)
+        activationBytes[memory] = dnnl_memory_desc_get_size(&md)
+        return memory
+    }
+
     private func handle(_ memory: dnnl_memory_t, layer: String) throws -> UnsafeMutablePointer<Float> {
         var pointer: UnsafeMutableRawPointer?
         try DNNL.check(dnnl_memory_get_data_handle(memory, &pointer), layer: layer, "data handle")
@@ -263,7 +329,7 @@ final class NetworkCompiler {
     private func converted(_ value: Value, to md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
         if DNNL.equal(value.md, md) { return value.memory }
         if let cached = conversions[value.memory]?.first(where: { DNNL.equal($0.md, md) }) { return cached.memory }
-        let memory = try newMemory(md, layer: layer)
+        let memory = try newActivation(md, layer: layer)
         let reorder = try makeReorder(from: value.md, to: md, layer: layer)
         steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
                                           dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: memory)], layer: layer))
@@ -378,7 +444,7 @@ final class NetworkCompiler {
         let srcMemory = try converted(source, to: chosenSrc, layer: name)
         let weightMemory = try constantMemory(weights, dims: plainWeightDims, target: chosenWeights, layer: name)
         let biasMemory = try constantMemory(bias, dims: [spec.outChannels], target: chosenBias, layer: name)
-        let dstMemory = try target?.memory ?? newMemory(chosenDst, layer: name)
+        let dstMemory = try target?.memory ?? newActivation(chosenDst, layer: name)
         let primitive = try makePrimitive(pd, layer: name)
         steps.append(.primitive(primitive, [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: srcMemory),
@@ -408,9 +474,11 @@ final class NetworkCompiler {
                 deferred[operand] = nil
                 let otherName = layer.inputs[0] == operand ? layer.inputs[1] : layer.inputs[0]
                 let other = try value(otherName, for: name)
-                if canOverwrite(otherName, other, at: index, readBy: conv) {
-                    var sum = try buildDeferred(conv, outputName: operand, accumulateInto: other,
-                                                activation: layer.activation)
+                // A convolution that cannot write the other operand's layout (oneDNN refuses
+                // the descriptor before anything is recorded) falls back to a separate add.
+                if canOverwrite(otherName, other, at: index, readBy: conv),
+                   var sum = try? buildDeferred(conv, outputName: operand, accumulateInto: other,
+                                                activation: layer.activation) {
                     // The other operand's buffer now holds the sum: earlier reorders of it are stale.
                     conversions[other.memory] = nil
                     sum.shape = resolved.output
@@ -463,7 +531,7 @@ final class NetworkCompiler {
                 throw ZooError.engineFailure(layer: name, reason: "add did not report its layout")
             }
             let second = try converted(sources[1], to: first.md, layer: name)
-            let dstMemory = try newMemory(chosenDst, layer: name)
+            let dstMemory = try newActivation(chosenDst, layer: name)
             steps.append(.primitive(try makePrimitive(pd, layer: name), [
                 dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: first.memory),
                 dnnl_exec_arg_t(arg: DNNL.Arg.src1, memory: second),
@@ -485,7 +553,7 @@ final class NetworkCompiler {
             args.append(dnnl_exec_arg_t(arg: DNNL.Arg.multipleSrc + Int32(i),
                                         memory: try converted(source, to: first.md, layer: name)))
         }
-        let dstMemory = try newMemory(first.md, layer: name)
+        let dstMemory = try newActivation(first.md, layer: name)
         args.append(dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory))
         steps.append(.primitive(try makePrimitive(pd, layer: name), args, layer: name))
         let result = Value(memory: dstMemory, md: first.md, shape: resolved.output, ownsBuffer: true)
@@ -511,7 +579,7 @@ final class NetworkCompiler {
         func vector(_ role: ParameterRole) throws -> dnnl_memory_t {
             try constantMemory(try Network.parameter(weights, resolved, role).data, dims: [c], target: vectorMD, layer: name)
         }
-        let dstMemory = try newMemory(source.md, layer: name)
+        let dstMemory = try newActivation(source.md, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
             dnnl_exec_arg_t(arg: DNNL.Arg.mean, memory: try vector(.runningMean)),
@@ -559,7 +627,7 @@ final class NetworkCompiler {
         guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
             throw ZooError.engineFailure(layer: name, reason: "pooling did not report its layout")
         }
-        let dstMemory = try newMemory(chosenDst, layer: name)
+        let dstMemory = try newActivation(chosenDst, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
@@ -598,7 +666,7 @@ final class NetworkCompiler {
         guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
             throw ZooError.engineFailure(layer: name, reason: "LRN did not report its layout")
         }
-        let dstMemory = try newMemory(chosenDst, layer: name)
+        let dstMemory = try newActivation(chosenDst, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
@@ -637,7 +705,7 @@ final class NetworkCompiler {
         let srcMemory = try converted(source, to: chosenSrc, layer: name)
         let weightMemory = try constantMemory(weights, dims: weightDims, target: chosenWeights, layer: name)
         let biasMemory = try constantMemory(bias, dims: [outFeatures], target: chosenBias, layer: name)
-        let dstMemory = try newMemory(chosenDst, layer: name)
+        let dstMemory = try newActivation(chosenDst, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: srcMemory),
             dnnl_exec_arg_t(arg: DNNL.Arg.weights, memory: weightMemory),
@@ -662,7 +730,7 @@ final class NetworkCompiler {
         var args = sources.enumerated().map {
             dnnl_exec_arg_t(arg: DNNL.Arg.multipleSrc + Int32($0.offset), memory: $0.element.memory)
         }
-        let dstMemory = try newMemory(chosenDst, layer: name)
+        let dstMemory = try newActivation(chosenDst, layer: name)
         args.append(dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory))
         steps.append(.primitive(try makePrimitive(pd, layer: name), args, layer: name))
         return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
@@ -675,7 +743,7 @@ final class NetworkCompiler {
         try DNNL.check(dnnl_softmax_forward_desc_init(&descriptor, dnnl_forward_inference, &md, 1),
                        layer: name, "softmax descriptor")
         let pd = try describe(&descriptor, layer: name, "softmax")
-        let dstMemory = try newMemory(source.md, layer: name)
+        let dstMemory = try newActivation(source.md, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
@@ -693,12 +761,10 @@ final class NetworkCompiler {
         let output = resolved.output
         let outDims = [input[0], output.c, output.h, output.w]
         let plainOut = try DNNL.desc(outDims, dnnl_nchw, layer: name)
-        let outMemory = try newMemory(plainOut, layer: name)
-        let inPointer = try handle(inMemory, layer: name)
-        let outPointer = try handle(outMemory, layer: name)
+        let outMemory = try newActivation(plainOut, layer: name)
         let inCount = input.reduce(1, *)
         let outCount = outDims.reduce(1, *)
-        steps.append(.host(layer: name) {
+        steps.append(.host(layer: name, input: inMemory, output: outMemory) { inPointer, outPointer in
             let x = Tensor(shape: input, data: Array(UnsafeBufferPointer(start: inPointer, count: inCount)))
             let y = body(x)
             y.data.withUnsafeBufferPointer { result in

@@ -2,10 +2,10 @@
 """Side-by-side CPU inference timings: ModelZoo's oneDNN engine vs onnxruntime.
 
 For each architecture, exports the torchvision model (random weights) to ONNX in a
-temporary directory and times onnxruntime with `--threads` intra-op threads; then runs the
-Swift engine's benchmark (EngineTests.testBenchmarkPrintsFigures, release build) with
-OMP_NUM_THREADS / OMP_WAIT_POLICY=active set, and prints one table of median milliseconds
-per batch. Both sides use random weights and random input: speed does not depend on them.
+temporary directory, times onnxruntime on it with `--threads` intra-op threads and
+`zoo bench --weights THAT_FILE --threads N` on the same file (which re-runs itself with
+OMP_WAIT_POLICY=active), and prints one table of median milliseconds per batch and the
+ratio. Both sides use random weights and random input: speed does not depend on them.
 
 With --per-op, both sides also report the sum over operators of each operator's fastest
 run (oneDNN's ONEDNN_VERBOSE timings, onnxruntime's profiler): on a machine shared with
@@ -15,8 +15,8 @@ scheduler stalls, and this sum is the fair figure.
 Needs torch, torchvision, onnxruntime (export only needs torch; CI does not run this).
 
 Usage:
-  swift build -c release -Xswiftc -enable-testing --build-tests --scratch-path .build-bench
-  python3 Tools/bench_engine.py --scratch-path .build-bench [--models resnet18,vgg16] [--batches 1,8]
+  swift build -c release --product zoo
+  python3 Tools/bench_engine.py [--models resnet18,vgg16] [--batches 1,8] [--threads 2] [--per-op]
 """
 import argparse
 import collections
@@ -114,26 +114,25 @@ def zoo_per_op(verbose_lines):
     return sum(min(float(run[i][-1]) for run in runs) for i in range(period))
 
 
-def time_zoo(models, batches, threads, scratch_path, verbose=False):
-    env = dict(os.environ, ZOO_BENCH="1", ZOO_BENCH_MODELS=",".join(models),
-               ZOO_BENCH_BATCHES=",".join(map(str, batches)), OMP_NUM_THREADS=str(threads),
-               OMP_WAIT_POLICY="active")
+ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "zoo")
+
+
+def time_zoo(path, batch, threads, iterations, verbose=False):
+    """`zoo bench` on the same ONNX file: median and min ms per batch (and, with verbose,
+    the per-operator sum from oneDNN's verbose log)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="active")
     if verbose:
         env["ONEDNN_VERBOSE"] = "1"
-    command = ["swift", "test", "-c", "release", "-Xswiftc", "-enable-testing", "--skip-build",
-               "--scratch-path", scratch_path, "--filter", "EngineTests.testBenchmarkPrintsFigures"]
-    output = subprocess.run(command, env=env, capture_output=True, text=True).stdout
-    results = {}
-    pattern = re.compile(r"BENCH (\S+) batch (\d+), \d+ threads: ([\d.]+) ms/batch \(median ([\d.]+), min ([\d.]+)\)")
-    for line in output.splitlines():
-        match = pattern.search(line)
-        if match:
-            results[(match.group(1), int(match.group(2)))] = (float(match.group(4)), float(match.group(5)))
-    if not results:
-        raise SystemExit("no BENCH lines from swift test; is the release test build there?\n" + output[-2000:])
-    if verbose:
-        return results, zoo_per_op(output.splitlines())
-    return results
+    command = [ZOO, "bench", "--weights", path, "--batch", str(batch), "--iterations", str(iterations),
+               "--threads", str(threads), "--format", "json"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"zoo bench failed on {path}: {out.stderr}")
+    lines = out.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("{"))
+    result = json.loads("\n".join(lines[start:]))
+    timing = (result["median_ms_per_batch"], result["min_ms_per_batch"])
+    return (timing, zoo_per_op(lines[:start])) if verbose else timing
 
 
 def main():
@@ -142,7 +141,6 @@ def main():
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--scratch-path", default=".build-bench")
     parser.add_argument("--per-op", action="store_true",
                         help="also print the load-robust sum of per-operator minimums")
     parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx"))
@@ -157,15 +155,21 @@ def main():
         for batch in batches:
             iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
             ort_results[(arch, batch)] = time_onnxruntime(path, batch, args.threads, iterations, warmup=3)
-    zoo_results = time_zoo(models, batches, args.threads, args.scratch_path)
+    zoo_results = {}
+    for arch in models:
+        for batch in batches:
+            iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
+            zoo_results[(arch, batch)] = time_zoo(os.path.join(args.onnx_dir, arch + ".onnx"), batch,
+                                                  args.threads, iterations)
 
     per_op = {}
     if args.per_op:
         for arch in models:
             for batch in batches:
-                _, zoo_sum = time_zoo([arch], [batch], args.threads, args.scratch_path, verbose=True)
-                ort_sum = ort_per_op(os.path.join(args.onnx_dir, arch + ".onnx"), batch, args.threads,
-                                     args.iterations if batch == 1 else max(5, args.iterations // 3))
+                iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
+                path = os.path.join(args.onnx_dir, arch + ".onnx")
+                _, zoo_sum = time_zoo(path, batch, args.threads, iterations, verbose=True)
+                ort_sum = ort_per_op(path, batch, args.threads, iterations)
                 per_op[(arch, batch)] = (zoo_sum, ort_sum)
 
     header = f"{'model':<10} {'batch':>5} {'zoo ms':>9} {'(min)':>8} {'ort ms':>9} {'(min)':>8} {'zoo/ort':>8}"

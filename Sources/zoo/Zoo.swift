@@ -7,7 +7,8 @@ struct Zoo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zoo",
         abstract: "Load, verify, convert, run and fine-tune the classic CNNs.",
-        subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self])
+        subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self,
+                      Convert.self, Init.self])
 
     /// Commands that run the engine restart once with OpenMP's variables set (see
     /// EngineEnvironment: libgomp reads them only when it loads, before any of our code).
@@ -52,6 +53,8 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw error
     } catch let error as ZooError {
         if case .unreadableFile = error { throw fail(error, code: 2) }
+        throw fail(error)
+    } catch let error as Converter.CheckFailed {
         throw fail(error)
     } catch let error as ModelLoader.VerificationFailed {
         FileHandle.standardError.write(Data(ReportRenderer.verifyText(error.report).utf8))

@@ -39,13 +39,17 @@ public enum LayoutTransform: Equatable, Sendable {
         case .constant(let value):
             return Tensor(shape: canonicalShape, data: [Float](repeating: value, count: canonicalShape.reduce(1, *)))
         case .hwioToOIHW:
+            // HWIO is a [kh*kw*ci, co] matrix whose row (y*kw+x)*ci+i is OIHW column i*kh*kw+(y*kw+x).
             let (kh, kw, ci, co) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
-            var out = [Float](repeating: 0, count: t.count)
-            t.data.withUnsafeBufferPointer { src in
-                for y in 0..<kh { for x in 0..<kw { for i in 0..<ci {
-                    let srcBase = ((y * kw + x) * ci + i) * co
-                    for o in 0..<co { out[((o * ci + i) * kh + y) * kw + x] = src[srcBase + o] }
-                } } }
+            let pixels = kh * kw
+            let out = [Float](unsafeUninitializedCapacity: t.count) { buffer, initialized in
+                t.data.withUnsafeBufferPointer { src in
+                    LayoutKernels.transpose(src, rows: pixels * ci, cols: co, into: buffer) { (row: Int) -> Int in
+                        let channel = row % ci
+                        return channel * pixels + row / ci
+                    }
+                }
+                initialized = t.count
             }
             return Tensor(shape: canonicalShape, data: out)
         case .transpose, .transposeFromHWCFlatten:
@@ -54,6 +58,7 @@ public enum LayoutTransform: Equatable, Sendable {
             if case .transposeFromHWCFlatten(let c, let h, let w) = self { flatten = Shape3(c, h, w) }
             let (rows, cols) = (t.shape[0], t.shape[1])
             let out = [Float](unsafeUninitializedCapacity: t.count) { buffer, initialized in
+                if let base = buffer.baseAddress { adviseHugePages(base, count: t.count * 4) }
                 t.data.withUnsafeBufferPointer { src in
                     LayoutKernels.denseFromKeras(src, rows: rows, cols: cols, flatten: flatten, into: buffer)
                 }

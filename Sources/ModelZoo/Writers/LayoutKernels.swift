@@ -12,16 +12,33 @@ enum LayoutKernels {
     static func transpose(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                           into dst: UnsafeMutableBufferPointer<Float>, rowMap: ((Int) -> Int)? = nil) {
         guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+        var target = [Int](repeating: 0, count: rows)
+        for r in 0..<rows { target[r] = rowMap.map { $0(r) } ?? r }
+        target.withUnsafeBufferPointer { targetRows in
+            guard let t = targetRows.baseAddress else { return }
+            transposeKernel(s, rows: rows, cols: cols, d, t)
+        }
+    }
+
+    /// The tiled loop of `transpose`: `d[c * rows + t[r]] = s[r * cols + c]`.
+    private static func transposeKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
+                                        _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
         var r0 = 0
         while r0 < rows {
             let r1 = min(r0 + tile, rows)
             var c0 = 0
             while c0 < cols {
                 let c1 = min(c0 + tile, cols)
-                for r in r0..<r1 {
-                    let target = rowMap?(r) ?? r
+                var r = r0
+                while r < r1 {
                     let sourceRow = s + r * cols
-                    for c in c0..<c1 { d[c * rows + target] = sourceRow[c] }
+                    let column = t[r]
+                    var c = c0
+                    while c < c1 {
+                        d[c * rows + column] = sourceRow[c]
+                        c += 1
+                    }
+                    r += 1
                 }
                 c0 = c1
             }
@@ -34,10 +51,11 @@ enum LayoutKernels {
     static func denseToKeras(_ t: Tensor, flatten: Shape3?) -> [Float] {
         let (rows, cols) = (t.shape[0], t.shape[1])
         return [Float](unsafeUninitializedCapacity: t.count) { out, initialized in
+            if let base = out.baseAddress { adviseHugePages(base, count: t.count * 4) }
             t.data.withUnsafeBufferPointer { src in
                 if let v = flatten, v.count == cols {
                     // Canonical column (ch * h + y) * w + x becomes Keras row (y * w + x) * c + ch.
-                    transposeColumnsMapped(src, rows: rows, cols: cols, into: out) { column in
+                    transposeColumnsMapped(src, rows: rows, cols: cols, into: out) { (column: Int) -> Int in
                         let ch = column / (v.h * v.w), rest = column % (v.h * v.w)
                         return rest * v.c + ch
                     }
@@ -54,7 +72,7 @@ enum LayoutKernels {
                                into out: UnsafeMutableBufferPointer<Float>) {
         if let v = flatten, v.count == rows {
             // Keras row (y * w + x) * c + ch becomes canonical column (ch * h + y) * w + x.
-            transpose(data, rows: rows, cols: cols, into: out) { row in
+            transpose(data, rows: rows, cols: cols, into: out) { (row: Int) -> Int in
                 let ch = row % v.c, pixel = row / v.c
                 return ch * v.h * v.w + pixel
             }
@@ -68,16 +86,32 @@ enum LayoutKernels {
     static func transposeColumnsMapped(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                                        into dst: UnsafeMutableBufferPointer<Float>, columnMap: (Int) -> Int) {
         guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+        var target = [Int](repeating: 0, count: cols)
+        for c in 0..<cols { target[c] = columnMap(c) * rows }
+        target.withUnsafeBufferPointer { targetRows in
+            guard let t = targetRows.baseAddress else { return }
+            transposeColumnsKernel(s, rows: rows, cols: cols, d, t)
+        }
+    }
+
+    /// The tiled loop of `transposeColumnsMapped`: `d[t[c] + r] = s[r * cols + c]`.
+    private static func transposeColumnsKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
+                                               _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
         var c0 = 0
         while c0 < cols {
             let c1 = min(c0 + tile, cols)
-            let targets = (c0..<c1).map { columnMap($0) * rows }
             var r0 = 0
             while r0 < rows {
                 let r1 = min(r0 + tile, rows)
-                for r in r0..<r1 {
+                var r = r0
+                while r < r1 {
                     let sourceRow = s + r * cols
-                    for (k, c) in (c0..<c1).enumerated() { d[targets[k] + r] = sourceRow[c] }
+                    var c = c0
+                    while c < c1 {
+                        d[t[c] + r] = sourceRow[c]
+                        c += 1
+                    }
+                    r += 1
                 }
                 r0 = r1
             }
@@ -89,9 +123,10 @@ enum LayoutKernels {
     static func convToKeras(_ t: Tensor) -> [Float] {
         let (o, i, kh, kw) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
         return [Float](unsafeUninitializedCapacity: t.count) { out, initialized in
+            if let base = out.baseAddress { adviseHugePages(base, count: t.count * 4) }
             t.data.withUnsafeBufferPointer { src in
                 // Canonical column (ci * kh + y) * kw + x is HWIO row (y * kw + x) * i + ci.
-                transposeColumnsMapped(src, rows: o, cols: i * kh * kw, into: out) { column in
+                transposeColumnsMapped(src, rows: o, cols: i * kh * kw, into: out) { (column: Int) -> Int in
                     let ci = column / (kh * kw), pixel = column % (kh * kw)
                     return pixel * i + ci
                 }

@@ -83,13 +83,18 @@ final class ConvertTests: XCTestCase {
         let onnxWeights = try ModelLoader.load(path: lenet("lenet5_digits.onnx")).weights
         let oihw = try XCTUnwrap(onnxWeights["conv1.weight"])
         // HWIO[y][x][i][o] == OIHW[o][i][y][x]
-        XCTAssertEqual(kernel.data[((2 * 5 + 3) * 1 + 0) * 6 + 4], oihw.data[((4 * 1 + 0) * 5 + 2) * 5 + 3])
+        // HWIO[y=2][x=3][i=0][o=4] against OIHW[o=4][i=0][y=2][x=3].
+        let hwioIndex: Int = (2 * 5 + 3) * 6 + 4
+        let oihwIndex: Int = (4 * 5 + 2) * 5 + 3
+        XCTAssertEqual(kernel.data[hwioIndex], oihw.data[oihwIndex])
         let fc1 = try file.load("dense/dense/kernel:0")
         XCTAssertEqual(fc1.shape, [400, 120])
         let canonical = try XCTUnwrap(onnxWeights["fc1.weight"])
         // Keras row (y * 5 + x) * 16 + c holds canonical column (c * 5 + y) * 5 + x.
         let (c, y, x, o) = (7, 3, 1, 11)
-        XCTAssertEqual(fc1.data[((y * 5 + x) * 16 + c) * 120 + o], canonical.data[o * 400 + (c * 5 + y) * 5 + x])
+        let kerasIndex: Int = ((y * 5 + x) * 16 + c) * 120 + o
+        let canonicalIndex: Int = o * 400 + (c * 5 + y) * 5 + x
+        XCTAssertEqual(fc1.data[kerasIndex], canonical.data[canonicalIndex])
     }
 
     func testKeras3WeightsFileUsesClassCounterPathsAndDeclaredNames() throws {

@@ -56,3 +56,8 @@ static inline void zoo_h5_take_error(char *buffer, size_t capacity) {
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, zoo_h5_error_visitor, &sink);
     H5Eclear2(H5E_DEFAULT);
 }
+
+/* For the Keras writers: file-creation flags and the C string type are macros that call
+ * into the library, which Swift cannot import. */
+static inline unsigned zoo_h5_acc_excl(void) { return H5F_ACC_EXCL; }
+static inline hid_t zoo_h5_c_s1(void) { return H5T_C_S1; }

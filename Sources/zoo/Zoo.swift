@@ -8,7 +8,7 @@ struct Zoo: ParsableCommand {
         commandName: "zoo",
         abstract: "Load, verify, convert, run and fine-tune the classic CNNs.",
         subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self,
-                      Finetune.self, Evaluate.self])
+                      Convert.self, Init.self, Finetune.self, Evaluate.self])
 
     /// Commands that run the engine restart once with OpenMP's variables set (see
     /// EngineEnvironment: libgomp reads them only when it loads, before any of our code).
@@ -53,6 +53,8 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw error
     } catch let error as ZooError {
         if case .unreadableFile = error { throw fail(error, code: 2) }
+        throw fail(error)
+    } catch let error as Converter.CheckFailed {
         throw fail(error)
     } catch let error as ModelLoader.VerificationFailed {
         FileHandle.standardError.write(Data(ReportRenderer.verifyText(error.report).utf8))

@@ -45,6 +45,13 @@ public final class HDF5File: WeightFile {
     public let modelConfigJSON: String?
     public let kerasVersion: String?
     public let backend: String?
+    /// String attributes of the root group whose names start with `zoo.` (what `zoo
+    /// convert` and `zoo finetune` write: class names, architecture id, source file).
+    public let rootStringAttributes: [String: String]
+    /// Keras 3 files: the `name` attribute of each layer's `vars` group, by the layer's path
+    /// name. The path says `conv2d_3` (a counter per layer class, in the model's layer
+    /// order), the attribute says what the layer is really called (`conv2_block1_0_conv`).
+    public let kerasDeclaredLayerNames: [String: String]
 
     /// `kerasLayerNames` with Keras auto-names put back in creation order; see
     /// `HDF5File.sortedByKerasCreationOrder`.
@@ -104,6 +111,8 @@ public final class HDF5File: WeightFile {
             modelConfigJSON = contents.modelConfigJSON
             kerasVersion = contents.kerasVersion
             backend = contents.backend
+            rootStringAttributes = contents.rootStringAttributes
+            kerasDeclaredLayerNames = contents.declaredLayerNames
         } catch {
             let id = fileID
             HDF5Library.serialized { _ = H5Fclose(id) }
@@ -285,6 +294,8 @@ private struct HDF5Contents {
     var modelConfigJSON: String?
     var kerasVersion: String?
     var backend: String?
+    var rootStringAttributes: [String: String] = [:]
+    var declaredLayerNames: [String: String] = [:]
 }
 
 /// Walks the file's groups and attributes. Every method expects the libhdf5 lock held.
@@ -306,6 +317,9 @@ private struct Scanner {
         let rootLinks = Set(try linkNames(ofGroup: "/"))
         let modelConfig = try stringAttribute(root, "model_config", owner: "/")
         let rootLayerNames = try stringAttribute(root, "layer_names", owner: "/")
+        for key in ["zoo.class_names", "zoo.architecture", "zoo.source"] {
+            if let value = try stringAttribute(root, key, owner: "/")?.first { contents.rootStringAttributes[key] = value }
+        }
 
         if modelConfig != nil || (rootLinks.contains("model_weights") && isGroup("model_weights")) {
             contents.format = .kerasH5
@@ -415,6 +429,10 @@ private struct Scanner {
             let layer = String(groupPath.dropFirst("layers/".count).dropLast("/vars".count))
             guard !layer.isEmpty else { continue }
             contents.layerNames.append(layer)
+            let varsGroup = try openGroup(groupPath)
+            let declared = try stringAttribute(varsGroup, "name", owner: groupPath)?.first
+            H5Gclose(varsGroup)
+            if let declared, !declared.isEmpty { contents.declaredLayerNames[layer] = declared }
             let vars = try linkNames(ofGroup: groupPath).filter { isDataset(groupPath + "/" + $0) }
             contents.weightNamesByLayer[layer] = vars
             contents.tensorNamesByLayer[layer] = vars.map { groupPath + "/" + $0 }

@@ -33,6 +33,8 @@ public final class ONNXFile: WeightFile {
     public let tensors: [TensorRecord]
     public let graph: ONNXGraph
     public var opsetVersion: Int { graph.opsetVersion }
+    /// The model's `metadata_props` (key to value; a repeated key keeps its last value).
+    public let metadata: [String: String]
 
     private let file: MappedFile
     /// Every loadable tensor: the listed ones plus tensor attributes of other nodes.
@@ -93,6 +95,7 @@ public final class ONNXFile: WeightFile {
 
         self.file = file
         self.path = path
+        self.metadata = model.metadata
         self.headers = headers
         self.tensors = records
         self.graph = ONNXGraph(
@@ -373,6 +376,8 @@ private struct ModelLayout {
     var producerVersion = ""
     var graphRanges: [Range<Int>] = []
     var opsetRanges: [Range<Int>] = []
+    /// metadata_props (field 14): StringStringEntryProto { key = 1, value = 2 }.
+    var metadata: [String: String] = [:]
 
     init(_ bytes: UnsafeRawBufferPointer, path: String) throws {
         var scanner = WireScanner(bytes, range: 0..<bytes.count)
@@ -384,7 +389,18 @@ private struct ModelLayout {
                 case (3, .lengthDelimited): producerVersion = scanner.string(field)
                 case (7, .lengthDelimited): graphRanges.append(field.payload)
                 case (8, .lengthDelimited): opsetRanges.append(field.payload)
-                case (1, _), (2, _), (3, _), (7, _), (8, _):
+                case (14, .lengthDelimited):
+                    var entry = WireScanner(bytes, range: field.payload)
+                    var key = "", value = ""
+                    while let item = try entry.next() {
+                        switch (item.number, item.wireType) {
+                        case (1, .lengthDelimited): key = entry.string(item)
+                        case (2, .lengthDelimited): value = entry.string(item)
+                        default: continue
+                        }
+                    }
+                    metadata[key] = value
+                case (1, _), (2, _), (3, _), (7, _), (8, _), (14, _):
                     throw WireFormatError(offset: field.payload.lowerBound,
                                           reason: "ModelProto field \(field.number) has the wrong wire type (\(field.wireType))")
                 default: continue

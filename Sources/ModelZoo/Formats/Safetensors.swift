@@ -173,9 +173,11 @@ public enum SafetensorsWriter {
     /// Writes `tensors` in the given order (names must be unique and not `__metadata__`),
     /// with `metadata` as the `__metadata__` map. The header is padded with spaces to a
     /// multiple of 8 bytes so the data starts aligned. The file appears under `path` only
-    /// once complete.
+    /// once complete. `int64Scalars` are written after the tensors as 0-dimensional I64
+    /// entries: torch's BatchNorm `num_batches_tracked` buffers, which
+    /// `load_state_dict(strict=True)` insists on.
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
-                             to path: String) throws {
+                             int64Scalars: [(name: String, value: Int64)] = [], to path: String) throws {
         var seen = Set<String>()
         var header = "{"
         var first = true
@@ -200,6 +202,14 @@ public enum SafetensorsWriter {
             first = false
             offset += bytes
         }
+        for (name, _) in int64Scalars {
+            guard name != "__metadata__", seen.insert(name).inserted else {
+                throw ZooError.writeFailed(path: path, reason: "tensor name '\(name)' is reserved or used twice")
+            }
+            header += (first ? "" : ",") + "\(jsonString(name)):{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[\(offset),\(offset + 8)]}"
+            first = false
+            offset += 8
+        }
         header += "}"
         var headerBytes = Array(header.utf8)
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
@@ -216,6 +226,11 @@ public enum SafetensorsWriter {
                 try tensor.data.withUnsafeBytes { try writer.write($0) }
                 #endif
             }
+            var scalars: [UInt8] = []
+            for (_, value) in int64Scalars {
+                withUnsafeBytes(of: value.littleEndian) { scalars += $0 }
+            }
+            try writer.write(scalars)
         }
     }
 }

@@ -14,6 +14,12 @@ public enum ClassNames {
         if let safetensors = file as? SafetensorsFile, let text = safetensors.metadata[metadataKey] {
             return decode(text)
         }
+        if let onnx = file as? ONNXFile, let text = onnx.metadata[metadataKey] {
+            return decode(text)
+        }
+        if let hdf5 = file as? HDF5File, let text = hdf5.rootStringAttributes[metadataKey] {
+            return decode(text)
+        }
         return nil
     }
 }

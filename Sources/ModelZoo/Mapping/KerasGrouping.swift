@@ -8,7 +8,13 @@ import Foundation
 /// moving variance). HDF5 lists groups alphabetically, so `conv2d_10` comes before
 /// `conv2d_2`: layers are re-sorted by creation order before they are paired.
 public enum KerasGrouping {
-    public static func group(_ records: [TensorRecord]) -> (layers: [SourceLayer], loose: [TensorRecord]) {
+    /// `declaredNames` maps a Keras 3 layer path name (`conv2d_3`) to the layer's own name
+    /// (`conv2_block1_0_conv`, from the `vars` group's `name` attribute); ordering uses the
+    /// declared name when there is one, because the path counter follows the model's layer
+    /// list, which puts keras.applications ResNet's shortcut conv before the block's last
+    /// conv: sorted by path, the two 1x1 convs of a block with the same shape would swap.
+    public static func group(_ records: [TensorRecord], declaredNames: [String: String] = [:])
+        -> (layers: [SourceLayer], loose: [TensorRecord]) {
         var order: [String] = []
         var byLayer: [String: [(String, TensorRecord)]] = [:]
         var loose: [TensorRecord] = []
@@ -18,7 +24,8 @@ public enum KerasGrouping {
             byLayer[layer, default: []].append((leaf, record))
         }
         var layers: [SourceLayer] = []
-        for layer in order.sorted(by: { creationOrderKey($0).lexicographicallyPrecedes(creationOrderKey($1)) }) {
+        func key(_ layer: String) -> [KeyPart] { creationOrderKey(declaredNames[layer] ?? layer) }
+        for layer in order.sorted(by: { key($0).lexicographicallyPrecedes(key($1)) }) {
             let entries = byLayer[layer] ?? []
             guard let (kind, tensors) = classify(entries) else {
                 loose += entries.map(\.1)

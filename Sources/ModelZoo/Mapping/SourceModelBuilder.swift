@@ -3,7 +3,8 @@ public enum SourceModelBuilder {
     public static func build(_ file: WeightFile) throws -> SourceModel {
         switch file.format {
         case .kerasH5, .kerasWeightsH5:
-            let (layers, loose) = KerasGrouping.group(file.tensors)
+            let (layers, loose) = KerasGrouping.group(file.tensors,
+                                                      declaredNames: (file as? HDF5File)?.kerasDeclaredLayerNames ?? [:])
             let config = (file as? HDF5File)?.modelConfigJSON
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")

@@ -39,35 +39,33 @@ public enum LayoutTransform: Equatable, Sendable {
         case .constant(let value):
             return Tensor(shape: canonicalShape, data: [Float](repeating: value, count: canonicalShape.reduce(1, *)))
         case .hwioToOIHW:
+            // HWIO is a [kh*kw*ci, co] matrix whose row (y*kw+x)*ci+i is OIHW column i*kh*kw+(y*kw+x).
             let (kh, kw, ci, co) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
-            var out = [Float](repeating: 0, count: t.count)
-            t.data.withUnsafeBufferPointer { src in
-                for y in 0..<kh { for x in 0..<kw { for i in 0..<ci {
-                    let srcBase = ((y * kw + x) * ci + i) * co
-                    for o in 0..<co { out[((o * ci + i) * kh + y) * kw + x] = src[srcBase + o] }
-                } } }
+            let pixels = kh * kw
+            let out = [Float](unsafeUninitializedCapacity: t.count) { buffer, initialized in
+                t.data.withUnsafeBufferPointer { src in
+                    LayoutKernels.transpose(src, rows: pixels * ci, cols: co, into: buffer) { (row: Int) -> Int in
+                        let channel = row % ci
+                        return channel * pixels + row / ci
+                    }
+                }
+                initialized = t.count
             }
             return Tensor(shape: canonicalShape, data: out)
-        case .transpose:
-            return Tensor(shape: canonicalShape, data: transposed(t.data, rows: t.shape[0], cols: t.shape[1]))
-        case .transposeFromHWCFlatten(let c, let h, let w):
+        case .transpose, .transposeFromHWCFlatten:
+            // Tiled (LayoutKernels): VGG's 411 MB first FC takes seconds element by element.
+            var flatten: Shape3?
+            if case .transposeFromHWCFlatten(let c, let h, let w) = self { flatten = Shape3(c, h, w) }
             let (rows, cols) = (t.shape[0], t.shape[1])
-            var out = [Float](repeating: 0, count: t.count)
-            t.data.withUnsafeBufferPointer { src in
-                for ch in 0..<c { for y in 0..<h { for x in 0..<w {
-                    let kerasRow = (y * w + x) * c + ch
-                    let canonicalColumn = (ch * h + y) * w + x
-                    for o in 0..<cols { out[o * rows + canonicalColumn] = src[kerasRow * cols + o] }
-                } } }
+            let out = [Float](unsafeUninitializedCapacity: t.count) { buffer, initialized in
+                if let base = buffer.baseAddress { adviseHugePages(base, count: t.count * 4) }
+                t.data.withUnsafeBufferPointer { src in
+                    LayoutKernels.denseFromKeras(src, rows: rows, cols: cols, flatten: flatten, into: buffer)
+                }
+                initialized = t.count
             }
             return Tensor(shape: canonicalShape, data: out)
         }
-    }
-
-    private func transposed(_ data: [Float], rows: Int, cols: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: data.count)
-        for r in 0..<rows { for c in 0..<cols { out[c * rows + r] = data[r * cols + c] } }
-        return out
     }
 }
 

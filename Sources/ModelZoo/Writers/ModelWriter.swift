@@ -11,6 +11,10 @@ public enum ModelWriter {
         public let transforms: [String]
     }
 
+    /// Metadata key naming the file the weights were converted from.
+    public static let sourceKey = "zoo.source"
+    public static let architectureKey = "zoo.architecture"
+
     /// The format a path's extension asks for.
     public static func format(forPath path: String) -> WeightFormat? {
         let lower = path.lowercased()
@@ -21,8 +25,26 @@ public enum ModelWriter {
         return nil
     }
 
+    /// Checks that `format` can hold `net` exactly, before anything is written: Keras has
+    /// no LRN or ceil-mode pooling, and some networks have no Keras model at all.
+    public static func checkExpressible(_ net: ResolvedNetwork, as format: WeightFormat) throws {
+        switch format {
+        case .kerasH5, .kerasWeightsH5: _ = try KerasLayout.plan(net)
+        case .onnx, .safetensors: break
+        case .hdf5, .npy:
+            throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras-h5, keras-weights-h5 or safetensors")
+        }
+    }
+
+    /// Writes `weights` (canonical names and layouts) as `format`. `producer` says what made
+    /// them ("zoo finetune", "zoo convert from x.onnx"); `source` is the file converted from.
     public static func write(_ net: ResolvedNetwork, weights: [String: Tensor], classNames: [String]?,
-                             to path: String, format: WeightFormat, producer: String) throws -> Summary {
+                             to path: String, format: WeightFormat, producer: String,
+                             source: String? = nil) throws -> Summary {
+        var metadata = [architectureKey: net.architecture.id, "zoo.producer": producer]
+        if let names = classNames { metadata[ClassNames.metadataKey] = ClassNames.encode(names) }
+        if let source { metadata[sourceKey] = source }
+        let tensorCount = net.parameters.count + net.buffers.count
         switch format {
         case .safetensors:
             var tensors: [(name: String, tensor: Tensor)] = []
@@ -30,15 +52,40 @@ public enum ModelWriter {
                 guard let t = weights[p.name] else {
                     throw ZooError.badTensor(path: path, tensor: p.name, reason: "no value to write")
                 }
+                guard t.shape == p.shape else {
+                    throw ZooError.badTensor(path: path, tensor: p.name, reason: "has shape \(t.shape), the network needs \(p.shape)")
+                }
                 tensors.append((p.name, t))
             }
-            var metadata = ["format": "pt", "zoo.architecture": net.architecture.id, "zoo.producer": producer]
-            if let names = classNames { metadata[ClassNames.metadataKey] = ClassNames.encode(names) }
-            try SafetensorsWriter.write(tensors, metadata: metadata, to: path)
-            return Summary(path: path, format: format, tensors: tensors.count, parameters: net.totalParameters,
-                           transforms: ["none: torchvision state_dict names and layouts"])
-        default:
-            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported yet")
+            // torch BatchNorm2d modules carry a step counter that strict loading expects.
+            let counters = net.layers.compactMap { layer -> (name: String, value: Int64)? in
+                if case .batchNorm = layer.layer.op { return (layer.layer.name + ".num_batches_tracked", 0) }
+                return nil
+            }
+            metadata["format"] = "pt"
+            try SafetensorsWriter.write(tensors, metadata: metadata, int64Scalars: counters, to: path)
+            var transforms = ["none: torchvision state_dict names and layouts"]
+            if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
+            return Summary(path: path, format: format, tensors: tensors.count + counters.count,
+                           parameters: net.totalParameters, transforms: transforms)
+        case .onnx:
+            try ONNXWriter.write(net, weights: weights, metadata: metadata, to: path)
+            var transforms = ["graph from the \(net.architecture.id) spec, opset \(ONNXWriter.opsetVersion), "
+                + "input '\(ONNXWriter.inputName)' [batch, \(net.input.c), \(net.input.h), \(net.input.w)], output '\(ONNXWriter.outputName)'",
+                "initializers named by torchvision state_dict keys, layouts unchanged (OIHW, [out,in])"]
+            if net.layers.contains(where: { if case .batchNorm = $0.layer.op { return true }; return false }) {
+                transforms.append("BatchNorm kept unfolded")
+            }
+            return Summary(path: path, format: format, tensors: tensorCount, parameters: net.totalParameters,
+                           transforms: transforms)
+        case .kerasH5, .kerasWeightsH5:
+            let plan = try KerasLayout.plan(net)
+            try KerasWriter.write(net, weights: weights, plan: plan, layout: format == .kerasH5 ? .legacy : .keras3,
+                                  attributes: metadata, to: path)
+            return Summary(path: path, format: format, tensors: plan.layers.reduce(0) { $0 + $1.weights.count },
+                           parameters: net.totalParameters, transforms: plan.transformLabels)
+        case .hdf5, .npy:
+            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras-h5, keras-weights-h5 or safetensors")
         }
     }
 }

@@ -1,0 +1,146 @@
+import Foundation
+
+/// `zoo convert`: reads any weight file the readers load, verifies it, and writes it in
+/// another format with every layout change done, optionally checking that the result
+/// computes the same logits.
+public enum Converter {
+    public struct Options: Sendable {
+        public var architecture: String?
+        /// nil: from the output's extension.
+        public var format: WeightFormat?
+        /// Replace an existing output (never the input).
+        public var force = false
+        /// Reload the output and compare the engine's logits on both.
+        public var check = false
+        public var threads: Int?
+
+        public init(architecture: String? = nil, format: WeightFormat? = nil, force: Bool = false,
+                    check: Bool = false, threads: Int? = nil) {
+            self.architecture = architecture; self.format = format; self.force = force
+            self.check = check; self.threads = threads
+        }
+    }
+
+    /// The result of `--check`: logits of the input and of the written file on one
+    /// deterministic random batch.
+    public struct CheckResult: Sendable {
+        /// The tolerance: the largest difference may be this fraction of the largest logit.
+        public static let tolerance: Float = 1e-4
+        public let batch: Int
+        public let maxAbsDifference: Float
+        public let maxAbsLogit: Float
+        public var ratio: Float { maxAbsLogit > 0 ? maxAbsDifference / maxAbsLogit : maxAbsDifference }
+        public var passed: Bool { ratio <= CheckResult.tolerance }
+    }
+
+    public struct Report: Sendable {
+        public let input: String
+        public let inputFormat: WeightFormat
+        public let architecture: String
+        public let summary: ModelWriter.Summary
+        /// The mapping's notes on the input (folded BatchNorm rebuilt, head replaced...).
+        public let notes: [String]
+        public let check: CheckResult?
+        public let seconds: Double
+    }
+
+    /// Thrown by `--check` when the written file computes different logits; the file stays
+    /// written (it may still be wanted), the report says how far off it is.
+    public struct CheckFailed: Error, CustomStringConvertible {
+        public let report: Report
+        public var description: String {
+            guard let c = report.check else { return "check failed" }
+            return "\(report.summary.path) computes different logits from \(report.input): largest difference "
+                + String(format: "%.3g", c.maxAbsDifference) + " is " + String(format: "%.3g", c.ratio)
+                + " of the largest logit (limit \(CheckResult.tolerance))"
+        }
+    }
+
+    public static func targetFormat(for output: String, requested: WeightFormat?) throws -> WeightFormat {
+        if let requested { return requested }
+        guard let format = ModelWriter.format(forPath: output) else {
+            throw ZooError.invalidArgument("cannot tell the output format from '\(output)': name it .onnx, .h5, .weights.h5 "
+                + "or .safetensors, or pass --to onnx|keras-h5|keras-weights-h5|safetensors")
+        }
+        return format
+    }
+
+    /// Refuses to touch the input, or an existing output without `force`, before any work.
+    public static func checkTarget(input: String, output: String, force: Bool) throws {
+        var inputInfo = stat(), outputInfo = stat()
+        let inputExists = stat(input, &inputInfo) == 0
+        let outputExists = stat(output, &outputInfo) == 0
+        let samePath = URL(fileURLWithPath: input).standardizedFileURL.path == URL(fileURLWithPath: output).standardizedFileURL.path
+        if samePath || (inputExists && outputExists && inputInfo.st_dev == outputInfo.st_dev && inputInfo.st_ino == outputInfo.st_ino) {
+            throw ZooError.invalidArgument("refusing to overwrite the input file \(input): choose another output")
+        }
+        if outputExists {
+            if (outputInfo.st_mode & S_IFMT) == S_IFDIR {
+                throw ZooError.invalidArgument("\(output) is a directory: name the output file")
+            }
+            if !force {
+                throw ZooError.invalidArgument("\(output) exists: pass --force to replace it")
+            }
+        }
+    }
+
+    public static func convert(input: String, output: String, options: Options) throws -> Report {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let format = try targetFormat(for: output, requested: options.format)
+        try checkTarget(input: input, output: output, force: options.force)
+        let model = try ModelLoader.load(path: input, architecture: options.architecture)
+        try ModelWriter.checkExpressible(model.network, as: format)
+        let source = URL(fileURLWithPath: input).lastPathComponent
+        let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: ClassNames.stored(in: model.file),
+                                            to: output, format: format, producer: "zoo convert", source: source)
+        let architecture = model.report.architecture ?? model.architecture.id
+        var check: CheckResult?
+        if options.check {
+            check = try compare(model, output: output, architecture: architecture, threads: options.threads)
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let report = Report(input: input, inputFormat: model.file.format, architecture: architecture, summary: summary,
+                            notes: model.report.notes, check: check, seconds: seconds)
+        if let check, !check.passed { throw CheckFailed(report: report) }
+        return report
+    }
+
+    /// Reloads `output` as the same architecture and runs both through the engine.
+    static func compare(_ model: LoadedModel, output: String, architecture: String, threads: Int?) throws -> CheckResult {
+        let batch = 2
+        let input = RandomWeights.input(model.network, batch: batch, seed: 20240601)
+        let expected = try Network(model.network, weights: model.weights, batch: batch, threads: threads).forward(input)
+        let reloaded = try ModelLoader.load(path: output, architecture: architecture,
+                                            inputSize: Size2(model.network.input.h, model.network.input.w))
+        guard reloaded.network.input == model.network.input else {
+            throw ZooError.badTensor(path: output, tensor: "input",
+                                     reason: "reloads with input \(reloaded.network.input), the source has \(model.network.input)")
+        }
+        let actual = try Network(reloaded.network, weights: reloaded.weights, batch: batch, threads: threads).forward(input)
+        guard actual.shape == expected.shape else {
+            throw ZooError.badTensor(path: output, tensor: "logits",
+                                     reason: "reloaded network gives logits \(actual.shape), the source \(expected.shape)")
+        }
+        var maxDifference: Float = 0, maxLogit: Float = 0
+        for (a, b) in zip(actual.data, expected.data) {
+            let difference = abs(a - b)
+            if !(difference <= maxDifference) { maxDifference = difference.isNaN ? .infinity : difference }
+            maxLogit = max(maxLogit, abs(b))
+        }
+        return CheckResult(batch: batch, maxAbsDifference: maxDifference, maxAbsLogit: maxLogit)
+    }
+
+    /// `zoo init`: random weights for an architecture, written in any format.
+    public static func writeRandom(architecture id: String, to output: String, format requested: WeightFormat?,
+                                   seed: UInt64, classes: Int?, inputSize: Size2?, force: Bool) throws -> ModelWriter.Summary {
+        let format = try targetFormat(for: output, requested: requested)
+        if !force, FileManager.default.fileExists(atPath: output) {
+            throw ZooError.invalidArgument("\(output) exists: pass --force to replace it")
+        }
+        let net = try ArchitectureRegistry.find(id).resolve(classes: classes, inputSize: inputSize)
+        try ModelWriter.checkExpressible(net, as: format)
+        let weights = RandomWeights.make(net, seed: seed)
+        return try ModelWriter.write(net, weights: weights, classNames: nil, to: output, format: format,
+                                     producer: "zoo init (random weights, seed \(seed))")
+    }
+}

@@ -1,0 +1,137 @@
+/// Cache-friendly layout changes between canonical (torch) and Keras tensors.
+///
+/// VGG16's first FC weight is 25088 x 4096 (411 MB): transposing it element by element
+/// writes with a stride of 100 kB and takes seconds. Working in square tiles keeps both
+/// the reads and the writes within a few cache lines, which makes it memory-bound (about
+/// a tenth of a second here).
+enum LayoutKernels {
+    static let tile = 64
+
+    /// `dst[c * rows + r] = src[r * cols + c]`, with the destination row order optionally
+    /// permuted: `dst[c * rows + rowMap(r)]`.
+    static func transpose(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
+                          into dst: UnsafeMutableBufferPointer<Float>, rowMap: ((Int) -> Int)? = nil) {
+        guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+        var target = [Int](repeating: 0, count: rows)
+        for r in 0..<rows { target[r] = rowMap.map { $0(r) } ?? r }
+        target.withUnsafeBufferPointer { targetRows in
+            guard let t = targetRows.baseAddress else { return }
+            transposeKernel(s, rows: rows, cols: cols, d, t)
+        }
+    }
+
+    /// The tiled loop of `transpose`: `d[c * rows + t[r]] = s[r * cols + c]`.
+    private static func transposeKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
+                                        _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
+        var r0 = 0
+        while r0 < rows {
+            let r1 = min(r0 + tile, rows)
+            var c0 = 0
+            while c0 < cols {
+                let c1 = min(c0 + tile, cols)
+                var r = r0
+                while r < r1 {
+                    let sourceRow = s + r * cols
+                    let column = t[r]
+                    var c = c0
+                    while c < c1 {
+                        d[c * rows + column] = sourceRow[c]
+                        c += 1
+                    }
+                    r += 1
+                }
+                c0 = c1
+            }
+            r0 = r1
+        }
+    }
+
+    /// Canonical dense [out, in] to Keras [in, out]. With `flatten` (the C x H x W volume
+    /// flattened into this layer's input) the Keras rows come in H,W,C order.
+    static func denseToKeras(_ t: Tensor, flatten: Shape3?) -> [Float] {
+        let (rows, cols) = (t.shape[0], t.shape[1])
+        return [Float](unsafeUninitializedCapacity: t.count) { out, initialized in
+            if let base = out.baseAddress { adviseHugePages(base, count: t.count * 4) }
+            t.data.withUnsafeBufferPointer { src in
+                if let v = flatten, v.count == cols {
+                    // Canonical column (ch * h + y) * w + x becomes Keras row (y * w + x) * c + ch.
+                    transposeColumnsMapped(src, rows: rows, cols: cols, into: out) { (column: Int) -> Int in
+                        let ch = column / (v.h * v.w), rest = column % (v.h * v.w)
+                        return rest * v.c + ch
+                    }
+                } else {
+                    transpose(src, rows: rows, cols: cols, into: out)
+                }
+            }
+            initialized = t.count
+        }
+    }
+
+    /// Keras dense [in, out] (rows in H,W,C order when `flatten` is given) to canonical [out, in].
+    static func denseFromKeras(_ data: UnsafeBufferPointer<Float>, rows: Int, cols: Int, flatten: Shape3?,
+                               into out: UnsafeMutableBufferPointer<Float>) {
+        if let v = flatten, v.count == rows {
+            // Keras row (y * w + x) * c + ch becomes canonical column (ch * h + y) * w + x.
+            transpose(data, rows: rows, cols: cols, into: out) { (row: Int) -> Int in
+                let ch = row % v.c, pixel = row / v.c
+                return ch * v.h * v.w + pixel
+            }
+        } else {
+            transpose(data, rows: rows, cols: cols, into: out)
+        }
+    }
+
+    /// `dst[columnMap(c) * rows + r] = src[r * cols + c]`: a transpose whose destination
+    /// rows (the source's columns) are permuted.
+    static func transposeColumnsMapped(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
+                                       into dst: UnsafeMutableBufferPointer<Float>, columnMap: (Int) -> Int) {
+        guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+        var target = [Int](repeating: 0, count: cols)
+        for c in 0..<cols { target[c] = columnMap(c) * rows }
+        target.withUnsafeBufferPointer { targetRows in
+            guard let t = targetRows.baseAddress else { return }
+            transposeColumnsKernel(s, rows: rows, cols: cols, d, t)
+        }
+    }
+
+    /// The tiled loop of `transposeColumnsMapped`: `d[t[c] + r] = s[r * cols + c]`.
+    private static func transposeColumnsKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
+                                               _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
+        var c0 = 0
+        while c0 < cols {
+            let c1 = min(c0 + tile, cols)
+            var r0 = 0
+            while r0 < rows {
+                let r1 = min(r0 + tile, rows)
+                var r = r0
+                while r < r1 {
+                    let sourceRow = s + r * cols
+                    var c = c0
+                    while c < c1 {
+                        d[t[c] + r] = sourceRow[c]
+                        c += 1
+                    }
+                    r += 1
+                }
+                r0 = r1
+            }
+            c0 = c1
+        }
+    }
+
+    /// OIHW to HWIO: a transpose of [O, I*H*W] into [H*W*I, O] with rows regrouped.
+    static func convToKeras(_ t: Tensor) -> [Float] {
+        let (o, i, kh, kw) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        return [Float](unsafeUninitializedCapacity: t.count) { out, initialized in
+            if let base = out.baseAddress { adviseHugePages(base, count: t.count * 4) }
+            t.data.withUnsafeBufferPointer { src in
+                // Canonical column (ci * kh + y) * kw + x is HWIO row (y * kw + x) * i + ci.
+                transposeColumnsMapped(src, rows: o, cols: i * kh * kw, into: out) { (column: Int) -> Int in
+                    let ci = column / (kh * kw), pixel = column % (kh * kw)
+                    return pixel * i + ci
+                }
+            }
+            initialized = t.count
+        }
+    }
+}

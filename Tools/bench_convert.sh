@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Times `zoo convert` on VGG16 (random weights, 553 MB) between every pair of formats:
+# wall time and peak resident memory (/usr/bin/time -v), warm (each input read once
+# before it is timed, so the page cache holds it). Needs a release build:
+#   swift build -c release && Tools/bench_convert.sh
+# ZOO=path/to/zoo overrides the binary; ARCH=resnet50-keras picks another network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZOO=${ZOO:-.build/release/zoo}
+ARCH=${ARCH:-vgg16}
+work=$(mktemp -d "${TMPDIR:-/tmp}/zoo-bench-convert-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+"$ZOO" init "$ARCH" "$work/model.safetensors" > /dev/null
+for ext in onnx h5 weights.h5; do
+  "$ZOO" convert "$work/model.safetensors" "$work/model.$ext" > /dev/null
+done
+size=$(stat -c %s "$work/model.safetensors")
+printf '%s: %s bytes of weights (safetensors)\n' "$ARCH" "$size"
+printf '%-12s -> %-12s %8s %10s %8s\n' from to seconds "peak MB" "x size"
+for from in safetensors onnx h5 weights.h5; do
+  for to in safetensors onnx h5 weights.h5; do
+    [ "$from" = "$to" ] && continue
+    cat "$work/model.$from" > /dev/null
+    out="$work/out.$to"
+    /usr/bin/time -v "$ZOO" convert "$work/model.$from" "$out" --arch "$ARCH" --force > /dev/null 2> "$work/time.txt"
+    seconds=$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, t, ":"); print t[1] * 60 + t[2]}' "$work/time.txt")
+    kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+    awk -v f="$from" -v t="$to" -v s="$seconds" -v kb="$kb" -v size="$size" \
+      'BEGIN { printf "%-12s -> %-12s %8.2f %10.0f %8.2f\n", f, t, s, kb / 1024, kb * 1024 / size }'
+    rm -f "$out"
+  done
+done

@@ -101,9 +101,29 @@ func describeOpenFailure(_ code: Int32) -> String {
     }
 }
 
-/// Writes a file by creating a temporary file beside the target and renaming it over the
-/// target only once everything was written, so a failed write never leaves a half file
-/// under the target's name.
+/// The one way every writer puts a finished file in place: written under a temporary name
+/// in the target's folder (same file system, so the rename is atomic), then renamed over
+/// the target. A failed or interrupted write leaves the target as it was and removes the
+/// temporary file. There is no fsync: like torch.save and safetensors, the write is atomic
+/// against this process failing (full disk, crash, Ctrl-C), and durability across power
+/// loss is left to the file system; syncing 550 MB would cost more than the conversion.
+enum AtomicRename {
+    static func temporaryPath(beside path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        return url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".tmp-\(getpid())-" + suffix
+    }
+
+    static func replace(_ path: String, with temporary: String) throws {
+        if rename(temporary, path) != 0 {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw ZooError.writeFailed(path: path, reason: reason)
+        }
+    }
+}
+
+/// Writes a file through a descriptor under `AtomicRename`'s temporary name.
 struct AtomicFileWriter {
     let path: String
     private let temporaryPath: String
@@ -111,14 +131,11 @@ struct AtomicFileWriter {
 
     init(path: String) throws {
         self.path = path
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent().path
-        let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        temporaryPath = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())-" + suffix
+        temporaryPath = AtomicRename.temporaryPath(beside: path)
         descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if descriptor < 0 {
             throw ZooError.writeFailed(
-                path: path, reason: "cannot create a temporary file in \(directory): \(String(cString: strerror(errno)))")
+                path: path, reason: "cannot create a temporary file beside it: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -139,20 +156,16 @@ struct AtomicFileWriter {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
-    /// Flushes and renames the temporary file over the target.
+    /// Closes and renames the temporary file over the target.
     mutating func commit() throws {
         let fd = descriptor
         descriptor = -1
-        if fsync(fd) != 0 || close(fd) != 0 {
+        if close(fd) != 0 {
             let reason = String(cString: strerror(errno))
             unlink(temporaryPath)
             throw ZooError.writeFailed(path: path, reason: reason)
         }
-        if rename(temporaryPath, path) != 0 {
-            let reason = String(cString: strerror(errno))
-            unlink(temporaryPath)
-            throw ZooError.writeFailed(path: path, reason: reason)
-        }
+        try AtomicRename.replace(path, with: temporaryPath)
     }
 
     /// Removes the temporary file after a failure; the target is untouched.

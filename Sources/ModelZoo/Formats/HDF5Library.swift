@@ -7,9 +7,16 @@ import Foundation
 enum HDF5Library {
     private static let lock = NSLock()
 
+    /// Keeps libhdf5 from registering its exit handler, which flushes every file still
+    /// open: after a write failed half way (a full disk), that second flush of the
+    /// abandoned file crashed the process at exit. Every file is closed explicitly, so the
+    /// handler has nothing to do otherwise. Must run before the library's first call.
+    private static let noExitHandler: Void = { _ = H5dont_atexit() }()
+
     static func serialized<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
+        noExitHandler
         // Without this libhdf5 prints its whole error stack to stderr on every failure,
         // including the expected ones (probing creation-order indexes, absent attributes).
         H5Eset_auto2(hid_t(H5E_DEFAULT), nil, nil)

@@ -99,27 +99,14 @@ public enum KerasWriter {
     }
 }
 
-/// Creates a file at a temporary path beside the target, lets `body` fill it, makes it
-/// durable and renames it over the target; on any failure the temporary file is removed and
-/// the target is untouched. For writers that must hand a path (not a descriptor) to a
-/// library, as libhdf5 needs.
+/// `AtomicRename` for writers that must hand a path, not a descriptor, to a library (as
+/// libhdf5 needs): `body` fills the temporary path, which then replaces the target.
 enum AtomicPath {
     static func write(to path: String, _ body: (String) throws -> Void) throws {
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent().path
-        let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())-" + suffix
+        let temporary = AtomicRename.temporaryPath(beside: path)
         do {
             try body(temporary)
-            let fd = open(temporary, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw ZooError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
-            let synced = fsync(fd) == 0
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            guard synced else { throw ZooError.writeFailed(path: path, reason: reason) }
-            guard rename(temporary, path) == 0 else {
-                throw ZooError.writeFailed(path: path, reason: String(cString: strerror(errno)))
-            }
+            try AtomicRename.replace(path, with: temporary)
         } catch {
             unlink(temporary)
             throw error

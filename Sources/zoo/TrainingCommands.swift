@@ -33,10 +33,7 @@ struct Finetune: ParsableCommand {
             validation accuracy is written to OUT, in the format its extension names, with the class names.
             """)
 
-    @Option(help: "The pretrained weight file.")
-    var weights: String
-    @Option(help: "Architecture id, when the file alone does not settle it.")
-    var arch: String?
+    @OptionGroup var source: ModelOptions
     @Option(help: "ImageFolder: one subfolder per class (or train/ and val/ each holding them).")
     var data: String
     @Option(help: "Where to write the fine-tuned model (.safetensors, .onnx, .h5, .weights.h5).")
@@ -61,14 +58,12 @@ struct Finetune: ParsableCommand {
     var resume = false
     @Flag(name: .customLong("no-cache"), help: "Do not read or write the feature cache.")
     var noCache = false
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
     @Option(name: .customLong("stop-after"), help: .hidden)
     var stopAfter: Int?
 
     func run() throws {
         try reportingErrors {
-            var options = FineTuner.Options(weightsPath: weights, architecture: arch, dataPath: data, outputPath: out)
+            var options = FineTuner.Options(weightsPath: source.weights, architecture: source.arch, dataPath: data, outputPath: out)
             options.hyper.epochs = epochs
             options.hyper.batch = batch
             options.hyper.learningRate = lr
@@ -79,7 +74,7 @@ struct Finetune: ParsableCommand {
             options.strict = strict
             options.resume = resume
             options.cacheFeatures = !noCache
-            options.threads = threads
+            options.threads = source.threads
             options.stopAfterEpochs = stopAfter
             _ = try FineTuner.run(options, callbacks: FineTuner.Callbacks(
                 log: printFlushed, warn: printWarning, extractionProgress: extractionCounter()))
@@ -97,26 +92,21 @@ struct Evaluate: ParsableCommand {
             the i-th folder in sorted order is class i.
             """)
 
-    @Option(help: "The weight file.")
-    var weights: String
-    @Option(help: "Architecture id, when the file alone does not settle it.")
-    var arch: String?
+    @OptionGroup var source: ModelOptions
     @Option(help: "ImageFolder: one subfolder per class.")
     var data: String
     @Option(help: "Images per forward pass.")
     var batch: Int = 32
     @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
     var strict = false
-    @Option(help: "Worker threads (default: every core).")
-    var threads: Int?
     @Option(help: "text or json.")
     var format: OutputFormat = .text
 
     func run() throws {
         try reportingErrors {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
-            let model = try ModelLoader.load(path: weights, architecture: arch)
-            let report = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: threads, strict: strict,
+            let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
+            let report = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
             if format == .json {
                 print(jsonString(report.json), terminator: "")

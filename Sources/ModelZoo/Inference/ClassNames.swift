@@ -11,15 +11,18 @@ public enum ClassNames {
     }
 
     public static func stored(in file: WeightFile) -> [String]? {
-        if let safetensors = file as? SafetensorsFile, let text = safetensors.metadata[metadataKey] {
-            return decode(text)
-        }
-        if let onnx = file as? ONNXFile, let text = onnx.metadata[metadataKey] {
-            return decode(text)
-        }
-        if let hdf5 = file as? HDF5File, let text = hdf5.rootStringAttributes[metadataKey] {
-            return decode(text)
-        }
+        FileMetadata.value(metadataKey, in: file).map(decode)
+    }
+}
+
+/// The string metadata a file carries where its format has a place for it: safetensors
+/// `__metadata__`, ONNX `metadata_props`, HDF5 root attributes. zoo's writers put the
+/// architecture id and class names there.
+public enum FileMetadata {
+    public static func value(_ key: String, in file: WeightFile) -> String? {
+        if let safetensors = file as? SafetensorsFile { return safetensors.metadata[key] }
+        if let onnx = file as? ONNXFile { return onnx.metadata[key] }
+        if let hdf5 = file as? HDF5File { return hdf5.rootStringAttributes[key] }
         return nil
     }
 }

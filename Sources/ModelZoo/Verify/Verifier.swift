@@ -38,11 +38,14 @@ public enum Verifier {
                 + totalProblems(mapping, source)
             scored.append((arch, mapping, problems))
         }
-        // Fewest problems wins; among equals, a spec made for this file's producer, then
-        // the registry's order (torchvision first).
+        // Fewest problems wins; among equals, the architecture the file records (zoo's own
+        // writers store it), then a spec made for this file's producer, then the registry's
+        // order (torchvision first).
         let producer = (file.producer ?? "").lowercased() + " " + source.convention.lowercased()
+        let recorded = FileMetadata.value(ModelWriter.architectureKey, in: file)
         func producerRank(_ arch: Architecture) -> Int {
-            arch.producers.contains { producer.contains($0) } ? 0 : 1
+            if let recorded { return arch.id == recorded ? 0 : 2 }
+            return arch.producers.contains { producer.contains($0) } ? 0 : 1
         }
         let best = scored.enumerated().min { a, b in
             (a.element.problems.count, producerRank(a.element.arch), a.offset)

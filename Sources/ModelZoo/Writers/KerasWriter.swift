@@ -58,14 +58,14 @@ public enum KerasWriter {
     }
 
     private static func writeLegacy(_ plan: KerasLayout, weights: [String: Tensor], into file: HDF5Output) throws {
-        try file.setStringAttribute(on: "/", "layer_names", plan.layers.map(\.name))
+        try file.setStringAttribute(on: "/", "layer_names", plan.layers.map(\.name), list: true)
         try file.setStringAttribute(on: "/", "backend", ["tensorflow"])
         try file.setStringAttribute(on: "/", "keras_version", [kerasVersion])
         for layer in plan.layers {
             try file.createGroup(layer.name)
             try file.createGroup(layer.name + "/" + layer.name)
             let weightNames = layer.weights.map { layer.name + "/" + $0.kerasName + ":0" }
-            try file.setStringAttribute(on: layer.name, "weight_names", weightNames)
+            try file.setStringAttribute(on: layer.name, "weight_names", weightNames, list: true)
             for (w, weightName) in zip(layer.weights, weightNames) {
                 try file.writeDataset(layer.name + "/" + weightName, shape: w.kerasShape,
                                       data: relaid(w, weights), tensor: w.canonical.name)
@@ -145,7 +145,10 @@ final class HDF5Output {
 
     /// A fixed-length string attribute: a scalar for one value, a 1-D array otherwise (how
     /// h5py stores numpy byte strings, which Keras decodes).
-    func setStringAttribute(on objectPath: String, _ name: String, _ values: [String]) throws {
+    /// A fixed-length string attribute: a scalar for one value (`backend`, `keras_version`),
+    /// a 1-D array when `list` (`layer_names`, `weight_names`: Keras iterates over them, and
+    /// a one-weight layer's scalar would be read as its bytes).
+    func setStringAttribute(on objectPath: String, _ name: String, _ values: [String], list: Bool = false) throws {
         try HDF5Library.serialized {
             let width = max(1, values.map(\.utf8.count).max() ?? 1)
             let type = H5Tcopy(zoo_h5_c_s1())
@@ -154,7 +157,7 @@ final class HDF5Output {
             H5Tset_size(type, width)
             H5Tset_strpad(type, H5T_STR_NULLPAD)
             var dims = [hsize_t(values.count)]
-            let space = values.count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, nil)
+            let space = values.count == 1 && !list ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, nil)
             guard space >= 0 else { throw failure("cannot make a dataspace for attribute '\(name)'") }
             defer { H5Sclose(space) }
             let object = H5Oopen(fileID, objectPath, hid_t(H5P_DEFAULT))

@@ -29,23 +29,7 @@ enum CLI {
 
     @discardableResult
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> CLIResult {
-        let process = Process()
-        process.executableURL = zooURL
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read before waiting so a large output cannot fill the pipe and stall the child.
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLIResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+        try Subprocess.run(zooURL, arguments, environment: environment)
     }
 
     static func json(_ result: CLIResult, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
@@ -56,4 +40,52 @@ enum CLI {
         }
         return object
     }
+}
+
+enum Subprocess {
+    /// Runs `executable` to completion, capturing what it prints.
+    static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> CLIResult {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        // stderr goes to a file, so a chatty child cannot fill a second pipe while this side
+        // is blocked reading the first.
+        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-test-stderr-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: errURL) }
+        let errHandle = try FileHandle(forWritingTo: errURL)
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = errHandle
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try errHandle.close()
+        let errData = (try? Data(contentsOf: errURL)) ?? Data()
+        return CLIResult(status: process.terminationStatus,
+                         stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// Runs python3 with the test peers (numpy, onnx, onnxruntime).
+enum Python {
+    static func run(_ arguments: [String]) throws -> CLIResult {
+        try Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments)
+    }
+}
+
+/// The onnx wheel's bundled model-zoo graphs (Caffe2 exports with constant-filled weights),
+/// found the way CI finds them; nil when python3 or onnx is missing.
+enum ONNXLightModels {
+    static let directory: String? = {
+        guard let result = try? Python.run(["-c", "import onnx, os; print(os.path.dirname(onnx.__file__))"]),
+              result.status == 0 else { return nil }
+        let root = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let dir = root + "/backend/test/data/light"
+        return FileManager.default.fileExists(atPath: dir) ? dir : nil
+    }()
 }

@@ -126,21 +126,3 @@ final class InferenceTests: XCTestCase {
         XCTAssertGreaterThan(json["images_per_second"] as? Double ?? 0, 0)
     }
 }
-
-/// Runs python3 with the test peers (numpy, onnx, onnxruntime).
-enum Python {
-    static func run(_ arguments: [String]) throws -> CLIResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLIResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                         stderr: String(decoding: e, as: UTF8.self))
-    }
-}

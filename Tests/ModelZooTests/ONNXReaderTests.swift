@@ -21,20 +21,10 @@ final class ONNXReaderTests: XCTestCase {
 
     private func fixture(_ name: String) -> String { Self.fixtures.appendingPathComponent(name).path }
 
-    /// The onnx wheel's light model folder, found the way CI finds it.
+    /// One of the onnx wheel's light models (see `ONNXLightModels`).
     private func lightModel(_ name: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import onnx,os;print(os.path.dirname(onnx.__file__))"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { throw XCTSkip("python3 not available") }
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard process.terminationStatus == 0, !output.isEmpty else { throw XCTSkip("python onnx package not installed") }
-        let path = output + "/backend/test/data/light/light_\(name).onnx"
+        guard let directory = ONNXLightModels.directory else { throw XCTSkip("python3 with onnx is not available") }
+        let path = directory + "/light_\(name).onnx"
         guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("\(path) missing") }
         return path
     }

@@ -101,22 +101,3 @@ final class VerifyTests: XCTestCase {
                                                         expected: "finite values", actual: "1 NaN, 1 Inf of 10080")])
     }
 }
-
-/// The onnx wheel's bundled model-zoo graphs (Caffe2 exports with constant-filled weights).
-enum ONNXLightModels {
-    static let directory: String? = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import onnx, os; print(os.path.dirname(onnx.__file__))"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        let root = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        let dir = root + "/backend/test/data/light"
-        return FileManager.default.fileExists(atPath: dir) ? dir : nil
-    }()
-}

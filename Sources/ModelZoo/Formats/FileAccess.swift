@@ -156,6 +156,16 @@ struct AtomicFileWriter {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
+    /// float32 values in little-endian byte order, the order every format here stores.
+    func writeLittleEndian(_ values: [Float]) throws {
+        #if _endian(big)
+        let little = values.map { $0.bitPattern.littleEndian }
+        try little.withUnsafeBytes { try write($0) }
+        #else
+        try values.withUnsafeBytes { try write($0) }
+        #endif
+    }
+
     /// Closes and renames the temporary file over the target.
     mutating func commit() throws {
         let fd = descriptor

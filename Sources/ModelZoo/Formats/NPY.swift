@@ -39,12 +39,7 @@ public enum NPY {
 
         try AtomicFileWriter.write(to: path) { writer in
             try writer.write(prefix + dictionary)
-            #if _endian(big)
-            let little = tensor.data.map { $0.bitPattern.littleEndian }
-            try little.withUnsafeBytes { try writer.write($0) }
-            #else
-            try tensor.data.withUnsafeBytes { try writer.write($0) }
-            #endif
+            try writer.writeLittleEndian(tensor.data)
         }
     }
 }

@@ -219,12 +219,7 @@ public enum SafetensorsWriter {
         try AtomicFileWriter.write(to: path) { writer in
             try writer.write(lengthBytes + headerBytes)
             for (_, tensor) in tensors {
-                #if _endian(big)
-                let little = tensor.data.map { $0.bitPattern.littleEndian }
-                try little.withUnsafeBytes { try writer.write($0) }
-                #else
-                try tensor.data.withUnsafeBytes { try writer.write($0) }
-                #endif
+                try writer.writeLittleEndian(tensor.data)
             }
             var scalars: [UInt8] = []
             for (_, value) in int64Scalars {

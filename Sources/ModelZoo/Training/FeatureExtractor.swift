@@ -178,12 +178,7 @@ enum FeatureCache {
         let lengthBytes = (0..<8).map { UInt8(truncatingIfNeeded: length >> (8 * UInt64($0))) }
         try AtomicFileWriter.write(to: path) { writer in
             try writer.write(magic + lengthBytes + [UInt8](json))
-            #if _endian(big)
-            let little = features.values.map { $0.bitPattern.littleEndian }
-            try little.withUnsafeBytes { try writer.write($0) }
-            #else
-            try features.values.withUnsafeBytes { try writer.write($0) }
-            #endif
+            try writer.writeLittleEndian(features.values)
         }
     }
 

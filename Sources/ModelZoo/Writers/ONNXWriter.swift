@@ -102,7 +102,7 @@ public enum ONNXWriter {
                 } else {
                     try writer.write(pending)
                     pending.removeAll(keepingCapacity: true)
-                    try writeLittleEndian(tensor.data, with: writer)
+                    try writer.writeLittleEndian(tensor.data)
                 }
             }
             pending += graphTail.bytes
@@ -145,15 +145,6 @@ public enum ONNXWriter {
             buffer += raw
             #endif
         }
-    }
-
-    private static func writeLittleEndian(_ data: [Float], with writer: AtomicFileWriter) throws {
-        #if _endian(big)
-        let little = data.map { $0.bitPattern.littleEndian }
-        try little.withUnsafeBytes { try writer.write($0) }
-        #else
-        try data.withUnsafeBytes { try writer.write($0) }
-        #endif
     }
 }
 

@@ -322,12 +322,10 @@ final class EngineTests: XCTestCase {
 
     private var heavy: Bool { ProcessInfo.processInfo.environment["ZOO_HEAVY_TESTS"] == "1" }
 
-    /// Every architecture compiles and returns [1, classes]; zero weights keep this cheap.
+    /// Every architecture compiles and returns [1, classes]; zero weights and small inputs
+    /// where the network allows keep this to about ten seconds.
     func testEveryArchitectureCompilesAndHasTheRightOutputShape() throws {
         for architecture in ArchitectureRegistry.all {
-            let isLarge = architecture.family == .vgg || architecture.id.hasPrefix("resnet101")
-                || architecture.id.hasPrefix("resnet152") || !architecture.acceptsOtherInputSizes
-            if isLarge && !heavy && architecture.family != .lenet { continue }
             let size = architecture.acceptsOtherInputSizes ? Size2(64) : nil
             let net = try architecture.resolve(classes: 5, inputSize: size)
             var weights: [String: Tensor] = [:]

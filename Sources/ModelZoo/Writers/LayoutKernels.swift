@@ -13,39 +13,44 @@ enum LayoutKernels {
     /// permuted: `dst[c * rows + rowMap(r)]`.
     static func transpose(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                           into dst: UnsafeMutableBufferPointer<Float>, rowMap: ((Int) -> Int)? = nil) {
-        guard let s = src.baseAddress, let d = dst.baseAddress else { return }
         // The kernel walks the destination in order, so it needs the inverse map: which
         // source row lands in each destination column.
-        var sourceRow = [Int](repeating: 0, count: rows)
-        for r in 0..<rows { sourceRow[rowMap.map { $0(r) } ?? r] = r }
-        sourceRow.withUnsafeBufferPointer { inverse in
-            guard let t = inverse.baseAddress else { return }
-            transposeKernel(s, rows: rows, cols: cols, d, t)
-        }
+        var sourceRowStart = [Int](repeating: 0, count: rows)
+        for r in 0..<rows { sourceRowStart[rowMap.map { $0(r) } ?? r] = r * cols }
+        let destinationRowStart = (0..<cols).map { $0 * rows }
+        tiledCopy(src, into: dst, rows: rows, cols: cols, sourceRowStart: sourceRowStart,
+                  destinationRowStart: destinationRowStart)
     }
 
-    /// The tiled loop of `transpose`: `d[c * rows + j] = s[t[j] * cols + c]`.
-    private static func transposeKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
-                                        _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
-        var r0 = 0
-        while r0 < rows {
-            let r1 = min(r0 + tile, rows)
-            var c0 = 0
-            while c0 < cols {
-                let c1 = min(c0 + tile, cols)
-                var c = c0
-                while c < c1 {
-                    let destinationRow = d + c * rows
-                    var j = r0
-                    while j < r1 {
-                        destinationRow[j] = s[t[j] * cols + c]
-                        j += 1
+    /// The one tiled loop every transpose here is: for destination row `c` (a source
+    /// column) and position `j` in it, `d[destinationRowStart[c] + j] = s[sourceRowStart[j] + c]`.
+    /// The two offset tables carry whatever permutation the layouts need.
+    private static func tiledCopy(_ src: UnsafeBufferPointer<Float>, into dst: UnsafeMutableBufferPointer<Float>,
+                                  rows: Int, cols: Int, sourceRowStart: [Int], destinationRowStart: [Int]) {
+        guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+        sourceRowStart.withUnsafeBufferPointer { sr in
+            destinationRowStart.withUnsafeBufferPointer { dr in
+                var j0 = 0
+                while j0 < rows {
+                    let j1 = min(j0 + tile, rows)
+                    var c0 = 0
+                    while c0 < cols {
+                        let c1 = min(c0 + tile, cols)
+                        var c = c0
+                        while c < c1 {
+                            let destinationRow = d + dr[c]
+                            var j = j0
+                            while j < j1 {
+                                destinationRow[j] = s[sr[j] + c]
+                                j += 1
+                            }
+                            c += 1
+                        }
+                        c0 = c1
                     }
-                    c += 1
+                    j0 = j1
                 }
-                c0 = c1
             }
-            r0 = r1
         }
     }
 
@@ -88,38 +93,8 @@ enum LayoutKernels {
     /// rows (the source's columns) are permuted.
     static func transposeColumnsMapped(_ src: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                                        into dst: UnsafeMutableBufferPointer<Float>, columnMap: (Int) -> Int) {
-        guard let s = src.baseAddress, let d = dst.baseAddress else { return }
-        var target = [Int](repeating: 0, count: cols)
-        for c in 0..<cols { target[c] = columnMap(c) * rows }
-        target.withUnsafeBufferPointer { targetRows in
-            guard let t = targetRows.baseAddress else { return }
-            transposeColumnsKernel(s, rows: rows, cols: cols, d, t)
-        }
-    }
-
-    /// The tiled loop of `transposeColumnsMapped`: `d[t[c] + r] = s[r * cols + c]`.
-    private static func transposeColumnsKernel(_ s: UnsafePointer<Float>, rows: Int, cols: Int,
-                                               _ d: UnsafeMutablePointer<Float>, _ t: UnsafePointer<Int>) {
-        var c0 = 0
-        while c0 < cols {
-            let c1 = min(c0 + tile, cols)
-            var r0 = 0
-            while r0 < rows {
-                let r1 = min(r0 + tile, rows)
-                var c = c0
-                while c < c1 {
-                    let destinationRow = d + t[c]
-                    var r = r0
-                    while r < r1 {
-                        destinationRow[r] = s[r * cols + c]
-                        r += 1
-                    }
-                    c += 1
-                }
-                r0 = r1
-            }
-            c0 = c1
-        }
+        tiledCopy(src, into: dst, rows: rows, cols: cols, sourceRowStart: (0..<rows).map { $0 * cols },
+                  destinationRowStart: (0..<cols).map { columnMap($0) * rows })
     }
 
     /// OIHW to HWIO: a transpose of [O, I*H*W] into [H*W*I, O] with rows regrouped.

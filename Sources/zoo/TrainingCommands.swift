@@ -29,7 +29,7 @@ struct Finetune: ParsableCommand {
             subfolders (each with one folder per class) they are used, otherwise --val-split of each \
             class is held out. The backbone is frozen: its features are computed once and cached beside \
             OUT (OUT.features-<key>.bin). --train-last K also trains the K layers with parameters before \
-            the head (Linear, Conv, pooling; in plain Swift, meant for small networks). The best epoch by \
+            the head (Linear, Conv, BatchNorm, pooling; in plain Swift, meant for small networks). The best epoch by \
             validation accuracy is written to OUT, in the format its extension names, with the class names.
             """)
 

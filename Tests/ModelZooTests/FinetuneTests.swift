@@ -294,6 +294,21 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(folders.split, .folders)
     }
 
+    /// `--train-last` reaches back through BatchNorm and torchvision's identity adaptive
+    /// pool (VGG-BN), and stops with a clear message at a residual add (ResNet).
+    func testTrainLastPlansThroughBatchNormNotResiduals() throws {
+        let vgg = try ArchitectureRegistry.find("vgg11_bn").resolve()
+        let plan = try TransferPlan(source: vgg, classes: 5, trainLast: 3)
+        XCTAssertEqual(plan.trainedLayers.map(\.layer.name),
+                       ["features.26", "features.28", "avgpool", "flatten", "classifier.0",
+                        "classifier.2", "classifier.3", "classifier.5", "classifier.6"])
+        XCTAssertEqual(plan.featureLayer, "features.25")
+        let resnet = try ArchitectureRegistry.find("resnet18").resolve()
+        XCTAssertThrowsError(try TransferPlan(source: resnet, classes: 5, trainLast: 1)) { error in
+            XCTAssertTrue("\(error)".contains("'layer4.1'"), "\(error)")
+        }
+    }
+
     /// Each Swift backward pass against central finite differences of a scalar loss.
     func testBackwardPassesMatchFiniteDifferences() throws {
         var generator = SplitMix64(seed: 11)
@@ -334,6 +349,11 @@ final class FinetuneTests: XCTestCase {
         let spec = ConvSpec(outChannels: 4, kernel: Size2(3), stride: Size2(2), padding: Padding(1), groups: 2, bias: true)
         check(ConvStage(weight: cw, bias: cb, spec: spec, inShape: Shape3(2, 5, 5), outShape: Shape3(4, 3, 3),
                         activation: .tanh), inputCount: 50, batch: 2, name: "conv+tanh")
+        let scale = TrainableParameter(name: "bn.weight", shape: [2], value: random(2), decays: false)
+        let shift = TrainableParameter(name: "bn.bias", shape: [2], value: random(2), decays: false)
+        check(BatchNormStage(scale: scale, shift: shift, mean: random(2), variance: random(2).map { 1 + abs($0) },
+                             epsilon: 1e-5, shape: Shape3(2, 3, 3), activation: .tanh),
+              inputCount: 18, batch: 2, name: "batchnorm+tanh")
         let pool = PoolSpec(kernel: Size2(3), stride: Size2(2), padding: Padding(1), ceilMode: true, countIncludePad: true)
         check(PoolStage(spec: pool, isMax: false, inShape: Shape3(2, 5, 5), outShape: Shape3(2, 3, 3)),
               inputCount: 50, batch: 2, name: "avgpool")

@@ -87,7 +87,12 @@ public final class TailTrainer {
                 guard let tensor = weights[spec.name], tensor.shape == spec.shape else {
                     throw ZooError.engineFailure(layer: layer.name, reason: "pretrained '\(spec.name)' is missing or misshapen")
                 }
-                return TrainableParameter(name: spec.name, shape: spec.shape, value: tensor.data, decays: role == .weight)
+                // BatchNorm's scale is a "weight" too, but decaying it toward 0 would switch
+                // channels off: only conv and linear weights decay.
+                var isBatchNorm = false
+                if case .batchNorm = layer.op { isBatchNorm = true }
+                return TrainableParameter(name: spec.name, shape: spec.shape, value: tensor.data,
+                                          decays: role == .weight && !isBatchNorm)
             }
             switch layer.op {
             case .linear:
@@ -106,7 +111,15 @@ public final class TailTrainer {
                 var isMax = false
                 if case .maxPool = layer.op { isMax = true }
                 stages.append(PoolStage(spec: spec, isMax: isMax, inShape: input, outShape: resolved.output))
-            case .flatten, .dropout:
+            case .batchNorm(let epsilon):
+                guard let scale = try parameter(.weight), let shift = try parameter(.bias),
+                      let mean = resolved.buffers.first(where: { $0.role == .runningMean }).flatMap({ weights[$0.name] }),
+                      let variance = resolved.buffers.first(where: { $0.role == .runningVar }).flatMap({ weights[$0.name] }) else {
+                    throw ZooError.engineFailure(layer: layer.name, reason: "BatchNorm parameters or statistics are missing")
+                }
+                stages.append(BatchNormStage(scale: scale, shift: shift, mean: mean.data, variance: variance.data,
+                                             epsilon: epsilon, shape: resolved.output, activation: layer.activation))
+            case .flatten, .dropout, .adaptiveAvgPool:
                 stages.append(IdentityStage())
             default:
                 throw ZooError.engineFailure(layer: layer.name, reason: "\(layer.op.typeName) cannot be trained here")

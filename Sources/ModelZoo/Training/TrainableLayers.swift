@@ -289,6 +289,69 @@ final class PoolStage: TrainableStage {
 }
 
 /// Flatten and (at inference and here) dropout: the values pass through unchanged.
+/// BatchNorm with its running statistics frozen (inference form, as fine-tuning small
+/// batches usually keeps them: batch statistics of a few images are noise), and its scale
+/// and shift trained: y = scale * (x - mean) / sqrt(var + eps) + shift, then the activation.
+final class BatchNormStage: TrainableStage {
+    let scale: TrainableParameter
+    let shift: TrainableParameter
+    private let mean: [Float]
+    private let inverseStd: [Float]
+    private let channels: Int, plane: Int
+    let activation: ActivationFunction
+    private var normalized: [Float] = []
+    private var output: [Float] = []
+
+    init(scale: TrainableParameter, shift: TrainableParameter, mean: [Float], variance: [Float], epsilon: Double,
+         shape: Shape3, activation: Activation?) {
+        self.scale = scale; self.shift = shift; self.mean = mean
+        inverseStd = variance.map { 1 / Float((Double($0) + epsilon).squareRoot()) }
+        channels = shape.c; plane = shape.h * shape.w
+        self.activation = ActivationFunction(activation: activation)
+    }
+
+    var parameters: [TrainableParameter] { [scale, shift] }
+
+    func forward(_ x: [Float], batch: Int, training: Bool) -> [Float] {
+        var xhat = [Float](repeating: 0, count: x.count)
+        var y = [Float](repeating: 0, count: x.count)
+        for b in 0..<batch {
+            for c in 0..<channels {
+                let base = (b * channels + c) * plane
+                let (m, s, g, t) = (mean[c], inverseStd[c], scale.value[c], shift.value[c])
+                for i in base..<(base + plane) {
+                    xhat[i] = (x[i] - m) * s
+                    y[i] = g * xhat[i] + t
+                }
+            }
+        }
+        activation.apply(&y)
+        if training { normalized = xhat; output = y }
+        return y
+    }
+
+    func backward(_ gradOutput: [Float], batch: Int, needInput: Bool) -> [Float] {
+        var g = gradOutput
+        activation.backward(&g, output: output)
+        var gradInput = [Float](repeating: 0, count: needInput ? g.count : 0)
+        for b in 0..<batch {
+            for c in 0..<channels {
+                let base = (b * channels + c) * plane
+                var dScale: Float = 0, dShift: Float = 0
+                let factor = scale.value[c] * inverseStd[c]
+                for i in base..<(base + plane) {
+                    dScale += g[i] * normalized[i]
+                    dShift += g[i]
+                    if needInput { gradInput[i] = g[i] * factor }
+                }
+                scale.gradient[c] += dScale
+                shift.gradient[c] += dShift
+            }
+        }
+        return gradInput
+    }
+}
+
 final class IdentityStage: TrainableStage {
     var parameters: [TrainableParameter] { [] }
     func forward(_ x: [Float], batch: Int, training: Bool) -> [Float] { x }

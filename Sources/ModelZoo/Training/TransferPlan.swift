@@ -18,9 +18,11 @@ public struct TransferPlan: Sendable {
     public var featureLayer: String { cutIndex == 0 ? Layer.networkInput : source.layers[cutIndex - 1].layer.name }
 
     /// Layer kinds the Swift trainer can run backward.
-    static func isTrainable(_ op: LayerOp) -> Bool {
-        switch op {
-        case .linear, .conv, .maxPool, .avgPool, .flatten, .dropout: return true
+    static func isTrainable(_ layer: ResolvedLayer) -> Bool {
+        switch layer.layer.op {
+        case .linear, .conv, .batchNorm, .maxPool, .avgPool, .flatten, .dropout: return true
+        // torchvision's adaptive pool is the identity at the sizes it was trained at.
+        case .adaptiveAvgPool: return !layer.allocatesOutput
         default: return false
         }
     }
@@ -49,10 +51,11 @@ public struct TransferPlan: Sendable {
         for index in cut..<source.layers.count {
             let layer = source.layers[index].layer
             let expectedInput = index == 0 ? Layer.networkInput : source.layers[index - 1].layer.name
-            guard Self.isTrainable(layer.op) else {
+            guard Self.isTrainable(source.layers[index]) else {
                 throw ZooError.invalidArgument(
                     "--train-last \(trainLast) on \(arch.id) reaches layer '\(layer.name)' (\(layer.op.typeName)), "
-                        + "which the trainer cannot run backward (it handles Linear, Conv, MaxPool, AvgPool, Flatten, Dropout)")
+                        + "which the trainer cannot run backward (it handles Linear, Conv, BatchNorm, MaxPool, AvgPool, "
+                        + "Flatten, Dropout, and adaptive pooling that is the identity)")
             }
             guard layer.inputs == [expectedInput] else {
                 throw ZooError.invalidArgument(

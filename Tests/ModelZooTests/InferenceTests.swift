@@ -116,6 +116,15 @@ final class InferenceTests: XCTestCase {
         XCTAssertTrue(mismatch.stderr.contains("verdict: NOT OK"), mismatch.stderr)
     }
 
+    /// A batch that cannot fit is refused before anything is allocated.
+    func testHugeBatchIsRefusedUpFront() throws {
+        let vgg = try ArchitectureRegistry.find("vgg16").resolve()
+        XCTAssertNoThrow(try Network.checkMemory(vgg, batch: 8, available: 24 << 30))
+        XCTAssertThrowsError(try Network.checkMemory(vgg, batch: 4096, available: 24 << 30)) { error in
+            XCTAssertTrue("\(error)".contains("use a smaller --batch"), "\(error)")
+        }
+    }
+
     func testBenchJSON() throws {
         let result = try CLI.run(["bench", "--weights", CLI.fixture("lenet/lenet5_digits.onnx"), "--batch", "8",
                                   "--iterations", "3", "--format", "json"])

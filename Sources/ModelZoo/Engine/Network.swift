@@ -35,6 +35,7 @@ public final class Network {
         if let threads, threads < 1 {
             throw ZooError.invalidArgument("thread count must be at least 1, got \(threads)")
         }
+        try Self.checkMemory(net, batch: batch)
         self.resolved = net
         self.batch = batch
         self.threads = threads ?? EngineEnvironment.defaultThreads()
@@ -43,6 +44,23 @@ public final class Network {
         self.program = try compiler.compile()
         self.outputShape = program.outputShape
         self.kernels = compiler.kernels
+    }
+
+    /// Refuses a batch whose activations cannot fit before anything is allocated: at least
+    /// the largest layer's input and output are alive at once, and a VGG16 batch of 4096
+    /// would want hundreds of GiB.
+    static func checkMemory(_ net: ResolvedNetwork, batch: Int,
+                            available: UInt64 = ProcessInfo.processInfo.physicalMemory) throws {
+        let largest = net.layers.map { layer in
+            layer.output.count + layer.inputShapes.reduce(0) { $0 + $1.count }
+        }.max() ?? 0
+        let (values, overflow) = (largest + net.input.count).multipliedReportingOverflow(by: batch)
+        let needed = overflow ? UInt64.max : UInt64(values) * 4
+        guard needed <= available / 2 else {
+            let gib = { (bytes: UInt64) in String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
+            throw ZooError.invalidArgument("batch \(batch) of \(net.architecture.id) needs at least \(gib(needed)) "
+                + "for activations; this machine has \(gib(available)): use a smaller --batch")
+        }
     }
 
     /// Runs the network on `input` ([batch, C, H, W], NCHW) and returns the logits.

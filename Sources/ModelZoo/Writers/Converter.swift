@@ -138,6 +138,12 @@ public enum Converter {
             throw ZooError.invalidArgument("\(output) exists: pass --force to replace it")
         }
         let net = try ArchitectureRegistry.find(id).resolve(classes: classes, inputSize: inputSize)
+        // A head for a million classes is 16 GB of VGG weights: say so before allocating.
+        let bytes = UInt64(net.totalParameters + net.totalBuffers) * 4
+        guard bytes <= ProcessInfo.processInfo.physicalMemory / 2 else {
+            throw ZooError.invalidArgument("\(id) with \(net.classes) classes has \(grouped(net.totalParameters)) parameters "
+                + "(\(bytes / 1_048_576) MiB): more than half this machine's memory")
+        }
         try ModelWriter.checkExpressible(net, as: format)
         let weights = RandomWeights.make(net, seed: seed)
         return try ModelWriter.write(net, weights: weights, classNames: nil, to: output, format: format,

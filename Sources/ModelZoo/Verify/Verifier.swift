@@ -144,11 +144,14 @@ public enum Verifier {
         if usesTanh && !e.tanh { contradiction("Tanh activations", "none in the graph") }
         if usesRelu && !e.relu { contradiction("ReLU activations", "none in the graph") }
         if !usesTanh && e.tanh { contradiction("no Tanh", "Tanh in the graph") }
+        if !usesRelu && e.relu { contradiction("no ReLU", "ReLU in the graph") }
         if usesMax && !e.maxPool { contradiction("MaxPool", "none in the graph") }
         if usesAvg && !e.avgPool && !e.maxPool { contradiction("AveragePool", "none in the graph") }
         if !usesAvg && !usesMax && e.maxPool { contradiction("no MaxPool", "MaxPool in the graph") }
-        if arch.family == .lenet && usesMax && !usesAvg && e.avgPool && !e.maxPool {
-            contradiction("MaxPool", "AveragePool in the graph")
+        // Other families may average globally beside their max pools; LeNet's two forms
+        // differ exactly here.
+        if arch.family == .lenet && usesAvg && !usesMax && e.maxPool && !e.avgPool {
+            contradiction("AveragePool", "MaxPool in the graph")
         }
         if usesLRN != e.lrn { contradiction(usesLRN ? "LRN" : "no LRN", e.lrn ? "LRN in the graph" : "none in the graph") }
         return problems

@@ -624,15 +624,7 @@ final class NetworkCompiler {
                                                       strides, kernel, padBefore, padAfter),
                        layer: name, "pooling descriptor")
         let pd = try describe(&descriptor, layer: name, "pooling")
-        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
-            throw ZooError.engineFailure(layer: name, reason: "pooling did not report its layout")
-        }
-        let dstMemory = try newActivation(chosenDst, layer: name)
-        steps.append(.primitive(try makePrimitive(pd, layer: name), [
-            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
-            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
-        ], layer: name))
-        return Value(memory: dstMemory, md: chosenDst, shape: output, ownsBuffer: true)
+        return try appendOneToOne(pd, source: source, shape: output, layer: name, "pooling")
     }
 
     private func buildAdaptivePool(_ resolved: ResolvedLayer, _ size: Size2, source: Value) throws -> Value {
@@ -663,15 +655,7 @@ final class NetworkCompiler {
                                                   Int64(spec.size), Float(spec.alpha), Float(spec.beta), Float(spec.k)),
                        layer: name, "LRN descriptor")
         let pd = try describe(&descriptor, layer: name, "LRN")
-        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
-            throw ZooError.engineFailure(layer: name, reason: "LRN did not report its layout")
-        }
-        let dstMemory = try newActivation(chosenDst, layer: name)
-        steps.append(.primitive(try makePrimitive(pd, layer: name), [
-            dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
-            dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
-        ], layer: name))
-        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+        return try appendOneToOne(pd, source: source, shape: resolved.output, layer: name, "LRN")
     }
 
     private func buildInnerProduct(_ resolved: ResolvedLayer, source: Value) throws -> Value {
@@ -743,12 +727,22 @@ final class NetworkCompiler {
         try DNNL.check(dnnl_softmax_forward_desc_init(&descriptor, dnnl_forward_inference, &md, 1),
                        layer: name, "softmax descriptor")
         let pd = try describe(&descriptor, layer: name, "softmax")
-        let dstMemory = try newActivation(source.md, layer: name)
+        return try appendOneToOne(pd, source: source, shape: resolved.output, layer: name, "softmax")
+    }
+
+    /// Appends a primitive that reads `source` and writes a new activation in the layout
+    /// its descriptor chose: the common tail of pooling, LRN and softmax.
+    private func appendOneToOne(_ pd: dnnl_primitive_desc_t, source: Value, shape: Shape3, layer name: String,
+                                _ what: String) throws -> Value {
+        guard let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+            throw ZooError.engineFailure(layer: name, reason: "\(what) did not report its layout")
+        }
+        let dstMemory = try newActivation(chosenDst, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
         ], layer: name))
-        return Value(memory: dstMemory, md: source.md, shape: resolved.output, ownsBuffer: true)
+        return Value(memory: dstMemory, md: chosenDst, shape: shape, ownsBuffer: true)
     }
 
     /// A layer computed in Swift on plain NCHW buffers (rare shapes oneDNN cannot express).

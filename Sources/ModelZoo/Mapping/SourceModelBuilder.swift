@@ -1,6 +1,8 @@
 /// Turns an opened file into a `SourceModel` by the conventions of whoever wrote it.
 public enum SourceModelBuilder {
     public static func build(_ file: WeightFile) throws -> SourceModel {
+        // For ONNX the graph, not the names, says which tensors form a layer.
+        if let onnx = file as? ONNXFile { return ONNXGrouping.group(onnx) }
         switch file.format {
         case .kerasH5, .kerasWeightsH5:
             let (layers, loose) = KerasGrouping.group(file.tensors,
@@ -8,20 +10,10 @@ public enum SourceModelBuilder {
             let config = (file as? HDF5File)?.modelConfigJSON
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")
-        case .onnx:
-            return try onnxSource(file)
-        case .hdf5, .safetensors, .npy:
+        case .onnx, .hdf5, .safetensors, .npy:
             let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
                                convention: "torchvision state_dict names")
         }
-    }
-
-    static func onnxSource(_ file: WeightFile) throws -> SourceModel {
-        guard let onnx = file as? ONNXFile else {
-            let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
-            return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "ONNX")
-        }
-        return ONNXGrouping.group(onnx)
     }
 }

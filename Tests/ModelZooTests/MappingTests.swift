@@ -13,8 +13,9 @@ final class MappingTests: XCTestCase {
     }
 
     func source(_ records: [TensorRecord]) -> SourceModel {
-        let (layers, loose) = CanonicalNameGrouping.group(records)
-        return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "test")
+        let (layers, loose, prefix) = CanonicalNameGrouping.group(records)
+        return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(), convention: "test",
+                           pairing: .byName, strippedPrefix: prefix)
     }
 
     func testCanonicalNamesMapWithoutProblems() throws {
@@ -69,7 +70,7 @@ final class MappingTests: XCTestCase {
         }
         layers.append(SourceLayer(name: "fc", kind: .dense, layout: .canonical,
                                   tensors: [.weight: records[records.count - 2], .bias: records[records.count - 1]]))
-        let src = SourceModel(layers: layers, looseTensors: [], evidence: GraphEvidence(), convention: "torch.onnx")
+        let src = SourceModel(layers: layers, looseTensors: [], evidence: GraphEvidence(), convention: "torch.onnx", pairing: .byGraph)
         let mapping = try XCTUnwrap(WeightMapping.map(src, onto: ArchitectureRegistry.find("resnet18")))
         XCTAssertEqual(mapping.problems, [])
         XCTAssertTrue(mapping.batchNormFolded)
@@ -102,7 +103,7 @@ final class MappingTests: XCTestCase {
         let (layers, loose) = KerasGrouping.group(records)
         XCTAssertEqual(loose, [])
         XCTAssertEqual(layers.map(\.name).prefix(3), ["block1_conv1", "block1_conv2", "block2_conv1"])
-        let src = SourceModel(layers: layers, looseTensors: [], evidence: GraphEvidence(), convention: "keras")
+        let src = SourceModel(layers: layers, looseTensors: [], evidence: GraphEvidence(), convention: "keras", pairing: .byCreationOrder)
         let mapping = try XCTUnwrap(WeightMapping.map(src, onto: ArchitectureRegistry.find("vgg16")))
         XCTAssertEqual(mapping.problems, [])
         XCTAssertEqual(mapping.bindings.first { $0.canonical.name == "features.0.weight" }?.transform, .hwioToOIHW)

@@ -17,10 +17,12 @@ extension Architecture {
 
     /// ResNet with torchvision's module names for every variant, so one mapping per source
     /// covers them all. `convBias` and `epsilon` carry the Keras differences; `width` (64 in
-    /// every published net) lets tests build reduced-width nets real exporters can write small.
+    /// every published net) and `blocks` (blocks per stage) let tests build reduced nets real
+    /// exporters can write small.
     static func resnet(depth: Int, id: String, variant: String, stride: ResNetStride,
                        convBias: Bool, epsilon: Double, published: Int?, aliases: [String],
-                       preprocessing: Preprocessing, producers: [String] = [], width: Int = 64) -> Architecture {
+                       preprocessing: Preprocessing, producers: [String] = [], width: Int = 64,
+                       blocks: [Int]? = nil) -> Architecture {
         Architecture(
             id: id, title: "ResNet\(depth)", family: .resnet, variant: variant,
             namingSource: "torchvision state_dict",
@@ -28,7 +30,8 @@ extension Architecture {
             headLayer: "fc", publishedParameters: published,
             preprocessing: preprocessing, aliases: aliases, producers: producers
         ) { classes in
-            let (kind, counts) = resnetDepths[depth]!
+            let (kind, standardCounts) = resnetDepths[depth]!
+            let counts = blocks ?? standardCounts
             let b = NetworkBuilder()
             b.conv("conv1", width, kernel: 7, stride: 2, pad: 3, bias: convBias)
             b.batchNorm("bn1", epsilon: epsilon, act: .relu)

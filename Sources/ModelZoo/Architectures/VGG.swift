@@ -14,9 +14,10 @@ extension Architecture {
     ]
 
     /// torchvision's VGG: `features.N` indices count every module (conv, BN, ReLU, pool),
-    /// which is why the BN variants' indices differ.
-    static func vgg(depth: Int, batchNorm: Bool) -> Architecture {
-        let id = "vgg\(depth)" + (batchNorm ? "_bn" : "")
+    /// which is why the BN variants' indices differ. `widthDivisor` and `hidden` (1 and 4096
+    /// in every published net) let tests build narrow nets real exporters can write small.
+    static func vgg(depth: Int, batchNorm: Bool, widthDivisor: Int = 1, hidden: Int = 4096, id: String? = nil) -> Architecture {
+        let id = id ?? "vgg\(depth)" + (batchNorm ? "_bn" : "")
         return Architecture(
             id: id, title: "VGG\(depth)" + (batchNorm ? "-BN" : ""), family: .vgg,
             variant: batchNorm ? "torchvision, with BatchNorm" : "torchvision (Keras and Caffe weights map onto it)",
@@ -28,7 +29,7 @@ extension Architecture {
         ) { classes in
             let b = NetworkBuilder()
             var index = 0
-            for width in vggConfigs[depth]! {
+            for width in vggConfigs[depth]!.map({ $0 / widthDivisor }) {
                 if width == 0 {
                     b.maxPool("features.\(index)", kernel: 2, stride: 2)
                     index += 1
@@ -43,9 +44,9 @@ extension Architecture {
             }
             b.adaptiveAvgPool("avgpool", 7)
             b.flatten()
-            b.linear("classifier.0", 4096, act: .relu)
+            b.linear("classifier.0", hidden, act: .relu)
             b.dropout("classifier.2", 0.5)
-            b.linear("classifier.3", 4096, act: .relu)
+            b.linear("classifier.3", hidden, act: .relu)
             b.dropout("classifier.5", 0.5)
             b.linear("classifier.6", classes)
             return b.layers

@@ -23,11 +23,20 @@ public struct SourceLayer: Sendable {
     public var graphConv: ConvSpec?
     /// BatchNorm epsilon the file's graph declares.
     public var graphEpsilon: Double?
+    /// The canonical (torchvision) module this layer names itself as, when the file's names
+    /// say (`layer3.10.conv1`, with wrapper prefixes such as `module.` removed); nil for
+    /// anonymous tensors (`onnx::Conv_123`) and for Keras layer names.
+    public var canonicalName: String?
+    /// The graph gives the node no bias input: ONNX reads an absent optional input as zeros
+    /// (torch's exporter drops all-zero biases).
+    public var biasAbsentInGraph: Bool
 
     public init(name: String, kind: Kind, layout: Layout, tensors: [ParameterRole: TensorRecord],
-                graphConv: ConvSpec? = nil, graphEpsilon: Double? = nil) {
+                graphConv: ConvSpec? = nil, graphEpsilon: Double? = nil,
+                canonicalName: String? = nil, biasAbsentInGraph: Bool = false) {
         self.name = name; self.kind = kind; self.layout = layout; self.tensors = tensors
         self.graphConv = graphConv; self.graphEpsilon = graphEpsilon
+        self.canonicalName = canonicalName; self.biasAbsentInGraph = biasAbsentInGraph
     }
 }
 
@@ -45,15 +54,31 @@ public struct GraphEvidence: Sendable, Equatable {
 }
 
 public struct SourceModel: Sendable {
+    /// How the file's layers find the spec's.
+    public enum Pairing: String, Sendable {
+        /// Every layer carries its canonical module name: looked up by name, whatever the
+        /// order of the file (safetensors.torch sorts keys, so `layer3.10` precedes `layer3.2`).
+        case byName = "by name"
+        /// Anonymous tensors paired through the graph: the order its nodes compute in.
+        case byGraph = "by graph order"
+        /// Keras auto-named layers: their creation order, recovered from the names' counters.
+        case byCreationOrder = "by Keras creation order"
+    }
+
     public var layers: [SourceLayer]
     /// Tensors that belong to no layer (shape constants, counters, optimizer state).
     public var looseTensors: [TensorRecord]
     public var evidence: GraphEvidence
     /// Where the file came from, for the report ("torch.onnx.export", "Keras 3", ...).
     public var convention: String
+    public var pairing: Pairing
+    /// A wrapper prefix removed from every name (`module.` from DataParallel), for the report.
+    public var strippedPrefix: String?
 
-    public init(layers: [SourceLayer], looseTensors: [TensorRecord], evidence: GraphEvidence, convention: String) {
+    public init(layers: [SourceLayer], looseTensors: [TensorRecord], evidence: GraphEvidence, convention: String,
+                pairing: Pairing, strippedPrefix: String? = nil) {
         self.layers = layers; self.looseTensors = looseTensors; self.evidence = evidence; self.convention = convention
+        self.pairing = pairing; self.strippedPrefix = strippedPrefix
     }
 
     public var learnableElementCount: Int {
@@ -66,7 +91,22 @@ public struct SourceModel: Sendable {
 /// Groups tensors named `<module>.<role>` (torchvision state_dicts: safetensors, h5py files
 /// written from a state_dict, torch.onnx exports that kept the module names).
 public enum CanonicalNameGrouping {
-    public static func group(_ records: [TensorRecord]) -> (layers: [SourceLayer], loose: [TensorRecord]) {
+    /// Prefixes training code wraps state_dict keys in: DataParallel's `module.`,
+    /// torch.compile's `_orig_mod.`, and the attribute a script keeps its network under.
+    static let wrapperPrefixes = ["module.", "_orig_mod.", "model.", "backbone.", "net.", "network."]
+
+    /// The wrapper prefix every layer name starts with (repeated ones joined: `module.model.`),
+    /// or nil. Only a prefix shared by every name is removed: a lone `model.` key is a name.
+    public static func commonWrapperPrefix(_ moduleNames: [String]) -> String? {
+        guard !moduleNames.isEmpty else { return nil }
+        var prefix = ""
+        while let next = wrapperPrefixes.first(where: { p in moduleNames.allSatisfy { $0.hasPrefix(prefix + p) && $0.count > prefix.count + p.count } }) {
+            prefix += next
+        }
+        return prefix.isEmpty ? nil : prefix
+    }
+
+    public static func group(_ records: [TensorRecord]) -> (layers: [SourceLayer], loose: [TensorRecord], strippedPrefix: String?) {
         var order: [String] = []
         var byModule: [String: [ParameterRole: TensorRecord]] = [:]
         var loose: [TensorRecord] = []
@@ -88,7 +128,11 @@ public enum CanonicalNameGrouping {
             }
             layers.append(SourceLayer(name: module, kind: kind, layout: .canonical, tensors: tensors))
         }
-        return (layers, loose)
+        let prefix = commonWrapperPrefix(layers.map(\.name))
+        for i in layers.indices {
+            layers[i].canonicalName = String(layers[i].name.dropFirst(prefix?.count ?? 0))
+        }
+        return (layers, loose, prefix)
     }
 
     /// Conv kernels are rank 4, dense weights rank 2; BatchNorm has running statistics.

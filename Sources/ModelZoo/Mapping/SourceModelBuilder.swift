@@ -9,11 +9,12 @@ public enum SourceModelBuilder {
                                                       declaredNames: (file as? HDF5File)?.kerasDeclaredLayerNames ?? [:])
             let config = (file as? HDF5File)?.modelConfigJSON
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
-                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")
+                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
+                               pairing: .byCreationOrder)
         case .onnx, .hdf5, .safetensors, .npy:
-            let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
+            let (layers, loose, prefix) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
-                               convention: "torchvision state_dict names")
+                               convention: "torchvision state_dict names", pairing: .byName, strippedPrefix: prefix)
         }
     }
 }

@@ -114,6 +114,9 @@ public struct MappingResult: Sendable {
     public var problems: [MappingProblem]
     public var notes: [String]
     public var batchNormFolded: Bool
+    /// Bias inputs the graph leaves out, bound to zeros: a weaker fit than a file that has
+    /// them, which breaks ties between specs with and without conv biases.
+    public var impliedZeroBiases = 0
 
     /// Loads and transforms every bound tensor into canonical form.
     public func loadWeights(from file: WeightFile) throws -> [String: Tensor] {
@@ -137,75 +140,127 @@ public struct MappingResult: Sendable {
 }
 
 public enum WeightMapping {
-    /// Pairs the file's conv, dense and BatchNorm layers with the architecture's, each kind
-    /// in order, and checks every shape. Never throws: what does not fit becomes a problem.
+    /// Pairs the file's layers with the architecture's and checks every shape: by canonical
+    /// name when the file names its layers, otherwise each kind (conv, dense, BatchNorm) in
+    /// the order of the graph or of Keras's layer creation. Never throws: what does not fit
+    /// becomes a problem.
     public static func map(_ source: SourceModel, onto arch: Architecture, inputSize: Size2? = nil) -> MappingResult? {
-        let sourceConvs = source.layers.filter { $0.kind == .conv }
-        let sourceDense = source.layers.filter { $0.kind == .dense }
-        let sourceBN = source.layers.filter { $0.kind == .batchNorm }
-
         // The head's width decides the class count, so a replaced head is still this network.
         var classes = arch.defaultClasses
-        if let head = sourceDense.last, let w = head.tensors[.weight] {
+        let head = source.pairing == .byName
+            ? source.layers.first { $0.canonicalName == arch.headLayer }
+            : source.layers.last { $0.kind == .dense }
+        if let head, head.kind == .dense, let w = head.tensors[.weight] {
             let dims = w.shape.count == 2 ? w.shape : w.shape.filter { $0 != 1 }
             let out = dims.count != 2 ? 0 : head.layout == .canonical ? dims[0] : dims[1]
             if out >= 1 && out <= 1_000_000 { classes = out }
         }
         guard let net = try? arch.resolve(classes: classes, inputSize: inputSize) else { return nil }
 
-        let specConvs = net.layers.filter { if case .conv = $0.layer.op { return true }; return false }
-        let specDense = net.layers.filter { if case .linear = $0.layer.op { return true }; return false }
         let specBN = net.layers.filter { if case .batchNorm = $0.layer.op { return true }; return false }
-
+        let sourceBN = source.layers.filter { $0.kind == .batchNorm }
         var result = MappingResult(network: net, bindings: [], problems: [], notes: [], batchNormFolded: false)
-        let folded = sourceBN.isEmpty && !specBN.isEmpty && sourceConvs.count == specConvs.count
-            && zip(sourceConvs, specConvs).contains { s, r in s.tensors[.bias] != nil && r.parameters.count == 1 }
-        result.batchNormFolded = folded
-
-        for (index, spec) in specConvs.enumerated() {
-            guard index < sourceConvs.count else { result.missing(spec); continue }
-            let src = sourceConvs[index]
-            let transform: LayoutTransform = src.layout == .keras ? .hwioToOIHW : .none
-            let bnAfter = folded ? batchNorm(following: spec, in: net) : nil
-            result.bind(spec, src, transform: transform, foldedInto: bnAfter)
-            if let g = src.graphConv, case .conv(let c) = spec.layer.op {
-                result.compareGraph(src, g, c, spec.layer.name)
-            }
-        }
-        for extra in sourceConvs.dropFirst(specConvs.count) { result.unexpected(extra) }
-
-        if !folded {
-            for (index, spec) in specBN.enumerated() {
-                guard index < sourceBN.count else { result.missing(spec); continue }
-                let src = sourceBN[index]
-                result.bind(spec, src, transform: .none, foldedInto: nil)
-                if let eps = src.graphEpsilon, case .batchNorm(let specEps) = spec.layer.op,
-                   abs(eps - specEps) > specEps * 0.01 {
-                    result.problems.append(MappingProblem(fileTensor: src.name, canonical: spec.layer.name,
-                                                          kind: .graphMismatch, expected: "epsilon \(specEps)",
-                                                          actual: "epsilon \(eps)"))
+        // BatchNorm folded into the convs by an exporter: a graph without BatchNormalization
+        // nodes, or (no graph) convs carrying biases where the spec has none.
+        if sourceBN.isEmpty && !specBN.isEmpty {
+            if source.evidence.hasGraph {
+                result.batchNormFolded = !source.evidence.batchNorm
+            } else {
+                let specConvs = net.layers.filter { if case .conv = $0.layer.op { return true }; return false }
+                let sourceConvs = source.layers.filter { $0.kind == .conv }
+                func biasWhereSpecHasNone(_ src: SourceLayer, _ spec: ResolvedLayer) -> Bool {
+                    src.tensors[.bias] != nil && !spec.parameters.contains { $0.role == .bias }
+                }
+                if source.pairing == .byName {
+                    let specByName = Dictionary(specConvs.map { ($0.layer.name, $0) }, uniquingKeysWith: { a, _ in a })
+                    result.batchNormFolded = sourceConvs.contains { src in
+                        specByName[src.canonicalName ?? ""].map { biasWhereSpecHasNone(src, $0) } ?? false
+                    }
+                } else {
+                    result.batchNormFolded = sourceConvs.count == specConvs.count
+                        && zip(sourceConvs, specConvs).contains { biasWhereSpecHasNone($0, $1) }
                 }
             }
-            for extra in sourceBN.dropFirst(specBN.count) { result.unexpected(extra) }
+        }
+        if source.pairing == .byName {
+            pairByName(source, net, &result)
         } else {
+            pairByOrder(source, net, &result)
+        }
+        if result.batchNormFolded {
             result.notes.append("BatchNorm folded into conv by the exporter: rebuilt as identity BatchNorm layers carrying the conv biases")
         }
-
-        for (index, spec) in specDense.enumerated() {
-            guard index < sourceDense.count else { result.missing(spec); continue }
-            let src = sourceDense[index]
-            var transform: LayoutTransform = src.layout == .canonical ? .none : .transpose
-            if src.layout == .keras, let x = flattenedVolume(feeding: spec, in: net), x.h * x.w > 1 {
-                transform = .transposeFromHWCFlatten(c: x.c, h: x.h, w: x.w)
-            }
-            result.bind(spec, src, transform: transform, foldedInto: nil)
+        if result.impliedZeroBiases > 0 {
+            result.notes.append("\(result.impliedZeroBiases) bias input(s) absent from the graph, read as zeros (exporters drop all-zero biases)")
         }
-        for extra in sourceDense.dropFirst(specDense.count) { result.unexpected(extra) }
-
+        if let prefix = source.strippedPrefix {
+            result.notes.append("prefix '\(prefix)' removed from every tensor name")
+        }
         if classes != arch.defaultClasses {
             result.notes.append("head replaced: \(classes) classes instead of \(arch.defaultClasses)")
         }
         return result
+    }
+
+    /// The layout transform a source layer's weight needs to become a spec layer's.
+    static func transform(_ src: SourceLayer, for spec: ResolvedLayer, in net: ResolvedNetwork) -> LayoutTransform {
+        switch spec.layer.op {
+        case .conv: return src.layout == .keras ? .hwioToOIHW : .none
+        case .linear:
+            if src.layout == .keras, let x = flattenedVolume(feeding: spec, in: net), x.h * x.w > 1 {
+                return .transposeFromHWCFlatten(c: x.c, h: x.h, w: x.w)
+            }
+            return src.layout == .canonical ? .none : .transpose
+        default: return .none
+        }
+    }
+
+    /// Every spec layer looks up the file's layer of the same canonical name: the file's
+    /// order never matters, and a name in the file the spec lacks is `unexpected`.
+    static func pairByName(_ source: SourceModel, _ net: ResolvedNetwork, _ result: inout MappingResult) {
+        var byName: [String: SourceLayer] = [:]
+        for layer in source.layers {
+            guard let name = layer.canonicalName, byName[name] == nil else { result.unexpected(layer); continue }
+            byName[name] = layer
+        }
+        var paired = Set<String>()
+        for spec in net.layers where !(spec.parameters.isEmpty && spec.buffers.isEmpty) {
+            let name = spec.layer.name
+            if case .batchNorm = spec.layer.op, result.batchNormFolded, byName[name] == nil { continue }
+            guard let src = byName[name] else { result.missing(spec); continue }
+            paired.insert(name)
+            let bnAfter: ResolvedLayer? = result.batchNormFolded ? batchNorm(following: spec, in: net) : nil
+            result.bind(spec, src, transform: transform(src, for: spec, in: net), foldedInto: bnAfter)
+            result.compareGraph(src, spec)
+        }
+        for layer in source.layers {
+            if let name = layer.canonicalName, byName[name]?.name == layer.name, !paired.contains(name) {
+                result.unexpected(layer)
+            }
+        }
+    }
+
+    /// Anonymous layers: each kind in the order the graph computes it (ONNX node order) or
+    /// Keras created it. Used only where the file carries no canonical names.
+    static func pairByOrder(_ source: SourceModel, _ net: ResolvedNetwork, _ result: inout MappingResult) {
+        for kind in [SourceLayer.Kind.conv, .batchNorm, .dense] {
+            let sources = source.layers.filter { $0.kind == kind }
+            let specs = net.layers.filter { l in
+                switch (kind, l.layer.op) {
+                case (.conv, .conv), (.batchNorm, .batchNorm), (.dense, .linear): return true
+                default: return false
+                }
+            }
+            if kind == .batchNorm && result.batchNormFolded { continue }
+            for (index, spec) in specs.enumerated() {
+                guard index < sources.count else { result.missing(spec); continue }
+                let src = sources[index]
+                let bnAfter: ResolvedLayer? = kind == .conv && result.batchNormFolded ? batchNorm(following: spec, in: net) : nil
+                result.bind(spec, src, transform: transform(src, for: spec, in: net), foldedInto: bnAfter)
+                result.compareGraph(src, spec)
+            }
+            for extra in sources.dropFirst(specs.count) { result.unexpected(extra) }
+        }
     }
 
     /// The C x H x W volume a flatten turned into this dense layer's input, if one did.
@@ -249,8 +304,13 @@ extension MappingResult {
         var used = Set<ParameterRole>()
         for p in spec.parameters + spec.buffers {
             guard let record = src.tensors[p.role] else {
-                problems.append(MappingProblem(fileTensor: nil, canonical: p.name, kind: .missing,
-                                               expected: "\(p.shape) (in \(src.name))", actual: "absent"))
+                if p.role == .bias && src.biasAbsentInGraph {
+                    bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(0)))
+                    impliedZeroBiases += 1
+                } else {
+                    problems.append(MappingProblem(fileTensor: nil, canonical: p.name, kind: .missing,
+                                                   expected: "\(p.shape) (in \(src.name))", actual: "absent"))
+                }
                 continue
             }
             used.insert(p.role)
@@ -274,17 +334,25 @@ extension MappingResult {
             }
         }
         // A folded conv's bias is the BatchNorm's shift; its scale, mean and variance are
-        // already inside the conv weights.
-        if let bn = bn, let bias = src.tensors[.bias], !used.contains(.bias) {
-            used.insert(.bias)
+        // already inside the conv weights. A conv whose own bias took the file's bias, or
+        // whose bias the exporter dropped as all zeros, leaves a zero shift.
+        if let bn = bn {
+            var shift: TensorRecord?
+            if let bias = src.tensors[.bias], !used.contains(.bias) {
+                used.insert(.bias)
+                shift = bias
+            }
             for p in bn.parameters + bn.buffers {
                 switch p.role {
                 case .bias:
-                    if bias.shape == p.shape {
-                        bindings.append(TensorBinding(canonical: p, source: bias, transform: .none))
+                    if let shift, shift.shape == p.shape {
+                        bindings.append(TensorBinding(canonical: p, source: shift, transform: .none))
+                    } else if let shift {
+                        problems.append(MappingProblem(fileTensor: shift.name, canonical: p.name, kind: .wrongShape,
+                                                       expected: "\(p.shape)", actual: "\(shift.shape)"))
                     } else {
-                        problems.append(MappingProblem(fileTensor: bias.name, canonical: p.name, kind: .wrongShape,
-                                                       expected: "\(p.shape)", actual: "\(bias.shape)"))
+                        bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(0)))
+                        impliedZeroBiases += 1
                     }
                 case .weight: bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(1)))
                 case .runningMean: bindings.append(TensorBinding(canonical: p, source: nil, transform: .constant(0)))
@@ -299,6 +367,15 @@ extension MappingResult {
             problems.append(MappingProblem(fileTensor: record.name, canonical: nil, kind: .unexpected,
                                            expected: "no \(role.rawValue) in \(spec.layer.name)", actual: "\(record.shape)"))
         }
+        if let eps = src.graphEpsilon, case .batchNorm(let specEps) = spec.layer.op, abs(eps - specEps) > specEps * 0.01 {
+            problems.append(MappingProblem(fileTensor: src.name, canonical: spec.layer.name, kind: .graphMismatch,
+                                           expected: "epsilon \(specEps)", actual: "epsilon \(eps)"))
+        }
+    }
+
+    mutating func compareGraph(_ src: SourceLayer, _ spec: ResolvedLayer) {
+        guard let g = src.graphConv, case .conv(let c) = spec.layer.op else { return }
+        compareGraph(src, g, c, spec.layer.name)
     }
 
     mutating func compareGraph(_ src: SourceLayer, _ g: ConvSpec, _ c: ConvSpec, _ name: String) {

@@ -66,6 +66,7 @@ public enum ReportRenderer {
     public static func verifyText(_ r: VerifyReport) -> String {
         var out = ["file: \(r.file)", "format: \(r.format.rawValue) (\(r.convention))"]
         if let p = r.producer { out.append("producer: \(p)") }
+        out.append("tensors paired: \(r.pairing.rawValue)")
         if let id = r.architecture, let title = r.title, let variant = r.variant {
             out.append("architecture: \(title) [\(id)], \(variant)")
             out.append("confidence: \(r.confidence)" + (r.alsoFits.isEmpty ? "" : " (also fits: \(r.alsoFits.joined(separator: ", ")))"))
@@ -89,7 +90,7 @@ public enum ReportRenderer {
 
     public static func verifyJSON(_ r: VerifyReport) -> String {
         var root: [String: Any] = [
-            "file": r.file, "format": r.format.rawValue, "convention": r.convention,
+            "file": r.file, "format": r.format.rawValue, "convention": r.convention, "pairing": r.pairing.rawValue,
             "architecture": r.architecture ?? NSNull(), "variant": r.variant ?? NSNull(),
             "confidence": r.confidence, "ok": r.ok, "parameters": r.parameters,
             "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(),

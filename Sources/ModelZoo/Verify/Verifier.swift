@@ -7,6 +7,9 @@ public struct VerifyReport: Sendable {
     public var format: WeightFormat
     public var producer: String?
     public var convention: String
+    /// How the file's tensors were paired with the spec's: by name, by graph order, or by
+    /// Keras creation order.
+    public var pairing: SourceModel.Pairing
     /// The architecture id, or nil when the file matches none.
     public var architecture: String?
     public var title: String?
@@ -47,13 +50,16 @@ public enum Verifier {
             if let recorded { return arch.id == recorded ? 0 : 2 }
             return arch.producers.contains { producer.contains($0) } ? 0 : 1
         }
+        // Then the fewest assumptions: zeros standing in for biases the graph leaves out, and
+        // BatchNorm taken as folded, are a weaker fit than tensors the file really has.
+        func assumptions(_ m: MappingResult) -> Int { m.impliedZeroBiases + (m.batchNormFolded ? 1 : 0) }
         let best = scored.enumerated().min { a, b in
-            (a.element.problems.count, producerRank(a.element.arch), a.offset)
-                < (b.element.problems.count, producerRank(b.element.arch), b.offset)
+            (a.element.problems.count, producerRank(a.element.arch), assumptions(a.element.mapping), a.offset)
+                < (b.element.problems.count, producerRank(b.element.arch), assumptions(b.element.mapping), b.offset)
         }?.element
 
         var report = VerifyReport(file: file.path, format: file.format, producer: file.producer,
-                                  convention: source.convention, architecture: nil, title: nil, variant: nil,
+                                  convention: source.convention, pairing: source.pairing, architecture: nil, title: nil, variant: nil,
                                   confidence: "none", classes: nil, ok: false,
                                   parameters: source.learnableElementCount, expectedParameters: nil,
                                   problems: [], notes: [], alsoFits: [])
@@ -82,6 +88,7 @@ public enum Verifier {
         let ties = scored.filter {
             $0.arch.id != best.arch.id && $0.problems.count == best.problems.count
                 && producerRank($0.arch) == producerRank(best.arch)
+                && assumptions($0.mapping) == assumptions(best.mapping)
         }
         report.architecture = best.arch.id
         report.title = best.arch.title

@@ -15,6 +15,8 @@
   - resnet18w16_fp16_cast.onnx: the float32 graph with every initializer stored as float16
     and a Cast to float inserted before each use (written with onnx.helper: the pattern of
     float16 conversions that keep some operators in float32);
+  - lenet5_missing_bias.h5: Fixtures/lenet/lenet5_digits.h5 with one bias dataset deleted
+    by h5py while its layer's weight_names still lists it;
   - one input batch per net (input_*.npy) and the exporter's outputs: torch's logits for the
     safetensors file, onnxruntime's for each ONNX file (logits_<file>.npy); for the float16
     files also onnxruntime's logits of the float32 graph holding the float16 weights widened
@@ -185,6 +187,22 @@ for name in ["resnet18w16_fp16.onnx", "resnet18w16_fp16_cast.onnx"]:
     meta[stem] = {"initializer dtypes": sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in half.graph.initializer}),
                   "ops": sorted({n.op_type for n in half.graph.node})}
 fp32_path.unlink()
+
+# 5. A Keras HDF5 file whose weight_names lists a dataset that is not there: the trained
+# LeNet-5 (Fixtures/lenet/lenet5_digits.h5) with fc2's bias dataset deleted by h5py.
+import shutil
+
+import h5py
+
+broken = OUT / "lenet5_missing_bias.h5"
+shutil.copy(OUT.parent / "lenet" / "lenet5_digits.h5", broken)
+with h5py.File(broken, "r+") as f:
+    group = f["model_weights"]
+    layer = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]][-2]
+    names = [n.decode() if isinstance(n, bytes) else n for n in group[layer].attrs["weight_names"]]
+    bias = next(n for n in names if "bias" in n)
+    del group[layer][bias]
+    meta["lenet5_missing_bias"] = {"deleted": f"{layer}/{bias}"}
 
 (OUT / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 print(json.dumps(meta, indent=2))

@@ -39,4 +39,11 @@ public protocol WeightFile: AnyObject {
     /// The tensor's values as float32 (float16 and bfloat16 are widened; other types throw
     /// `ZooError.badTensor`).
     func load(_ name: String) throws -> Tensor
+    /// Tensors the file's own index lists but does not hold (a Keras `weight_names` entry
+    /// without its dataset): missing tensors, reported by name.
+    var absentTensors: [String] { get }
+}
+
+extension WeightFile {
+    public var absentTensors: [String] { [] }
 }

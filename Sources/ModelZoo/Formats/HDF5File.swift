@@ -52,6 +52,8 @@ public final class HDF5File: WeightFile {
     /// name. The path says `conv2d_3` (a counter per layer class, in the model's layer
     /// order), the attribute says what the layer is really called (`conv2_block1_0_conv`).
     public let kerasDeclaredLayerNames: [String: String]
+    /// Weights a layer's `weight_names` lists whose datasets are not in the file.
+    public let absentTensors: [String]
 
     /// `kerasLayerNames` with Keras auto-names put back in creation order; see
     /// `HDF5File.sortedByKerasCreationOrder`.
@@ -113,6 +115,7 @@ public final class HDF5File: WeightFile {
             backend = contents.backend
             rootStringAttributes = contents.rootStringAttributes
             kerasDeclaredLayerNames = contents.declaredLayerNames
+            absentTensors = contents.absentTensors
         } catch {
             let id = fileID
             HDF5Library.serialized { _ = H5Fclose(id) }
@@ -296,6 +299,7 @@ private struct HDF5Contents {
     var backend: String?
     var rootStringAttributes: [String: String] = [:]
     var declaredLayerNames: [String: String] = [:]
+    var absentTensors: [String] = []
 }
 
 /// Walks the file's groups and attributes. Every method expects the libhdf5 lock held.
@@ -385,8 +389,11 @@ private struct Scanner {
             var tensorNames: [String] = []
             for weight in weightNames {
                 let datasetPath = groupPath + "/" + weight
+                // A listed weight without its dataset is a file with a missing tensor, not an
+                // unreadable file: verify names it, inspect shows the rest.
                 guard linkExists(datasetPath), isDataset(datasetPath) else {
-                    throw unreadable("layer '\(layer)' lists weight '\(weight)' but there is no dataset '\(datasetPath)'")
+                    contents.absentTensors.append(layer + "/" + weight)
+                    continue
                 }
                 let tensorName = layer + "/" + weight
                 try addTensor(named: tensorName, at: datasetPath, optimizer: false, &contents)

@@ -8,6 +8,9 @@ extension InspectReport {
             report.details.append(("ir_version", String(onnx.graph.irVersion)))
             report.details.append(("nodes", String(onnx.graph.nodes.count)))
         }
+        if !file.absentTensors.isEmpty {
+            report.details.append(("listed but absent", file.absentTensors.joined(separator: ", ")))
+        }
         return report
     }
 }

@@ -77,10 +77,10 @@ public enum Verifier {
                 for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
             }
             report.notes.append("closest is \(best.arch.id), with \(best.problems.count) problems: matches none")
-            report.problems = best.problems
+            report.problems = absentProblems(file) + best.problems
             return (report, nil)
         }
-        var problems = best.problems
+        var problems = absentProblems(file) + best.problems
         let mapping = best.mapping
         if checkValues && problems.isEmpty {
             problems += try nonFiniteProblems(mapping, file)
@@ -115,15 +115,19 @@ public enum Verifier {
         return (report, mapping)
     }
 
-    /// Learnable values the file should hold: folded BatchNorm leaves no scale behind.
+    /// Learnable values the file should hold: none for what the mapping filled with
+    /// constants (folded BatchNorm's scale, shift where no bias carries it, bias inputs the
+    /// graph leaves out).
     static func expectedLearnable(_ mapping: MappingResult) -> Int {
-        var total = mapping.network.totalParameters
-        if mapping.batchNormFolded {
-            total -= mapping.network.parameters.filter { p in
-                p.role == .weight && mapping.bindings.contains { $0.canonical.name == p.name && $0.source == nil }
-            }.reduce(0) { $0 + $1.count }
+        let constant = Set(mapping.bindings.filter { $0.source == nil }.map(\.canonical.name))
+        return mapping.network.totalParameters
+            - mapping.network.parameters.filter { constant.contains($0.name) }.reduce(0) { $0 + $1.count }
+    }
+
+    static func absentProblems(_ file: WeightFile) -> [MappingProblem] {
+        file.absentTensors.map {
+            MappingProblem(fileTensor: $0, canonical: nil, kind: .missing, expected: "listed by the file", actual: "no data in the file")
         }
-        return total
     }
 
     static func totalProblems(_ mapping: MappingResult, _ source: SourceModel) -> [MappingProblem] {

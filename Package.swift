@@ -27,7 +27,9 @@ let package = Package(
         // The ONNX messages, compiled by protoc-c from Proto/onnx.proto; regenerate with
         // Tools/gen-onnx-proto.sh and commit the result.
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
-        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG"]),
+        // seccomp and resource limits for the child processes that parse untrusted files.
+        .target(name: "CSandbox"),
+        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CSandbox"]),
         .executableTarget(
             name: "zoo",
             dependencies: [

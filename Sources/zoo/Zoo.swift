@@ -16,6 +16,10 @@ struct Zoo: ParsableCommand {
 
     static func main() {
         let args = CommandLine.arguments
+        // A sandboxed child parsing one HDF5 file for its parent (ReaderIsolation).
+        if args.count > 1, args[1] == HDF5Worker.commandLineFlag {
+            Foundation.exit(HDF5Worker.run(Array(args.dropFirst(2))))
+        }
         if args.count > 1, engineCommands.contains(args[1]) {
             reexecWithEngineEnvironment(threads: threadsArgument(args))
         }

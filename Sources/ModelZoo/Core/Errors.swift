@@ -1,3 +1,4 @@
+import Foundation
 /// Every failure the library reports is one of these: a value that names the file, the
 /// tensor or the layer involved, what was expected and what was found, so the command line
 /// can print it as it is and exit non-zero.
@@ -18,22 +19,41 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
     /// a weight is missing or misshapen, an input tensor has the wrong shape).
     case engineFailure(layer: String, reason: String)
 
+    /// One line, whatever the file put in its names and headers: control bytes are shown as
+    /// `\xNN` and each piece is cut at a length a terminal line can hold.
     public var description: String {
+        let line = ZooError.oneLine
         switch self {
         case let .unknownArchitecture(id, known):
-            return "unknown architecture '\(id)'; known: \(known.joined(separator: ", "))"
+            return "unknown architecture '\(line(id, 100))'; known: \(known.joined(separator: ", "))"
         case let .invalidInputSize(arch, layer, detail):
-            return "\(arch): input size does not fit at layer '\(layer)': \(detail)"
+            return "\(arch): input size does not fit at layer '\(layer)': \(line(detail, 400))"
         case let .invalidArgument(message):
-            return message
+            return line(message, 1000)
         case let .unreadableFile(path, reason):
-            return "\(path): \(reason)"
+            return "\(line(path, 300)): \(line(reason, 600))"
         case let .badTensor(path, tensor, reason):
-            return "\(path): tensor '\(tensor)': \(reason)"
+            return "\(line(path, 300)): tensor '\(line(tensor, 200))': \(line(reason, 600))"
         case let .writeFailed(path, reason):
-            return "\(path): write failed: \(reason)"
+            return "\(line(path, 300)): write failed: \(line(reason, 600))"
         case let .engineFailure(layer, reason):
-            return "engine: layer '\(layer)': \(reason)"
+            return "engine: layer '\(line(layer, 200))': \(line(reason, 600))"
         }
+    }
+
+    /// `text` with control characters escaped, cut to `limit` characters.
+    public static func oneLine(_ text: String, _ limit: Int) -> String {
+        var out = ""
+        var length = 0
+        for scalar in text.unicodeScalars {
+            if length >= limit { return out + "..." }
+            if scalar.value < 0x20 || scalar.value == 0x7f || (0x80..<0xa0).contains(scalar.value) {
+                out += "\\x" + String(format: "%02X", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+            length += 1
+        }
+        return out
     }
 }

@@ -13,7 +13,7 @@ public enum WeightFormat: String, Sendable, Codable {
 
 /// One tensor as a file declares it: the file's own name, shape and element type.
 /// Nothing is read until `WeightFile.load` is called.
-public struct TensorRecord: Sendable, Equatable {
+public struct TensorRecord: Sendable, Equatable, Codable {
     public let name: String
     public let shape: [Int]
     public let dtype: DType

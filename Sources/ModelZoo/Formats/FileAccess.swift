@@ -17,7 +17,9 @@ final class ReadOnlyFile {
     /// `ZooError.unreadableFile` in words a user can act on.
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, so a FIFO or a device answers at once instead of waiting forever for
+        // a writer; anything but a regular file is refused right after.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 {
             throw ZooError.unreadableFile(path: path, reason: describeOpenFailure(errno))
         }
@@ -27,9 +29,14 @@ final class ReadOnlyFile {
             close(fd)
             throw ZooError.unreadableFile(path: path, reason: String(cString: strerror(code)))
         }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR:
             close(fd)
             throw ZooError.unreadableFile(path: path, reason: "is a directory, not a weight file")
+        default:
+            close(fd)
+            throw ZooError.unreadableFile(path: path, reason: "is not a regular file (a pipe, socket or device); refused")
         }
         descriptor = fd
         size = Int(info.st_size)

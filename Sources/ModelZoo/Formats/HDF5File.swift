@@ -77,7 +77,11 @@ public final class HDF5File: WeightFile {
     /// Tensor name to the dataset's absolute path in the file.
     private let datasetPaths: [String: String]
     private let recordsByName: [String: TensorRecord]
-    private let fileID: hid_t
+    /// libhdf5's handle when the file is read in this process; nil when a sandboxed child
+    /// reads it (`ReaderIsolation`).
+    private let fileID: hid_t?
+    /// Where each dataset's data is: read directly, through libhdf5, or refused.
+    private let storage: [String: HDF5Storage]
     private let fileSize: Int
     /// The same file opened for plain positioned reads. Contiguous little-endian float32
     /// datasets (nearly every Keras weight) are read straight from it, outside the global
@@ -93,34 +97,36 @@ public final class HDF5File: WeightFile {
         if fileSize == 0 {
             throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not an HDF5 file")
         }
-        let fileID = try HDF5Library.serialized {
-            let id = H5Fopen(path, zoo_h5_acc_rdonly(), hid_t(H5P_DEFAULT))
-            if id < 0 {
-                throw ZooError.unreadableFile(path: path, reason: HDF5File.explainOpenFailure(HDF5Library.takeErrorMessage()))
+        let contents: HDF5Contents
+        if ReaderIsolation.hdf5InChildProcess {
+            // libhdf5 crashes on crafted files (segfaults, invalid frees, endless loops in
+            // 1.10.8): only a sandboxed child process ever hands it the user's file.
+            contents = try HDF5Isolation.scan(path: path)
+            fileID = nil
+        } else {
+            let id = try HDF5File.openInProcess(path)
+            do {
+                contents = try HDF5Library.serialized { try Scanner(fileID: id, path: path).scan(fileSize: file.size) }
+            } catch {
+                HDF5Library.serialized { _ = H5Fclose(id) }
+                throw error
             }
-            return id
+            fileID = id
         }
-        self.fileID = fileID
-        do {
-            let contents = try HDF5Library.serialized { try Scanner(fileID: fileID, path: path).scan() }
-            format = contents.format
-            tensors = contents.tensors
-            optimizerTensors = contents.optimizerTensors
-            kerasLayerNames = contents.layerNames
-            weightNamesByLayer = contents.weightNamesByLayer
-            tensorNamesByLayer = contents.tensorNamesByLayer
-            datasetPaths = contents.datasetPaths
-            modelConfigJSON = contents.modelConfigJSON
-            kerasVersion = contents.kerasVersion
-            backend = contents.backend
-            rootStringAttributes = contents.rootStringAttributes
-            kerasDeclaredLayerNames = contents.declaredLayerNames
-            absentTensors = contents.absentTensors
-        } catch {
-            let id = fileID
-            HDF5Library.serialized { _ = H5Fclose(id) }
-            throw error
-        }
+        format = contents.format
+        tensors = contents.tensors
+        optimizerTensors = contents.optimizerTensors
+        kerasLayerNames = contents.layerNames
+        weightNamesByLayer = contents.weightNamesByLayer
+        tensorNamesByLayer = contents.tensorNamesByLayer
+        datasetPaths = contents.datasetPaths
+        storage = contents.storage
+        modelConfigJSON = contents.modelConfigJSON
+        kerasVersion = contents.kerasVersion
+        backend = contents.backend
+        rootStringAttributes = contents.rootStringAttributes
+        kerasDeclaredLayerNames = contents.declaredLayerNames
+        absentTensors = contents.absentTensors
         var byName: [String: TensorRecord] = [:]
         for record in tensors + optimizerTensors { byName[record.name] = record }
         recordsByName = byName
@@ -131,9 +137,18 @@ public final class HDF5File: WeightFile {
         }
     }
 
+    static func openInProcess(_ path: String) throws -> hid_t {
+        try HDF5Library.serialized {
+            let id = H5Fopen(path, zoo_h5_acc_rdonly(), hid_t(H5P_DEFAULT))
+            if id < 0 {
+                throw ZooError.unreadableFile(path: path, reason: HDF5File.explainOpenFailure(HDF5Library.takeErrorMessage()))
+            }
+            return id
+        }
+    }
+
     deinit {
-        let id = fileID
-        HDF5Library.serialized { _ = H5Fclose(id) }
+        if let id = fileID { HDF5Library.serialized { _ = H5Fclose(id) } }
     }
 
     public func load(_ name: String) throws -> Tensor {
@@ -155,25 +170,37 @@ public final class HDF5File: WeightFile {
                 reason: "declares shape \(record.shape), \(describeBytes(record.byteCount)) as float32 is over the "
                     + "\(describeBytes(HDF5File.maximumLoadBytes)) limit for one tensor")
         }
-        let path = self.path
-        let fileSize = self.fileSize
-        let directOffset: Int? = try HDF5Library.serialized {
-            let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
-            guard dataset >= 0 else {
-                throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
+        switch storage[name] ?? .library {
+        case .refused(let reason):
+            throw ZooError.badTensor(path: path, tensor: name, reason: reason)
+        case .direct(let offset):
+            // Contiguous little-endian float32: plain positioned reads, no libhdf5 at all.
+            let (end, overflow) = offset.addingReportingOverflow(record.byteCount)
+            guard offset >= 0, !overflow, end <= fileSize, record.byteCount == count * 4 else {
+                throw ZooError.badTensor(path: path, tensor: name, reason: "data lies outside the file: truncated or corrupt")
             }
-            defer { H5Dclose(dataset) }
-            return try checkStorage(of: dataset, record: record, fileSize: fileSize)
-        }
-        if count == 0 { return Tensor(shape: record.shape, data: []) }
-        if let offset = directOffset {
+            if count == 0 { return Tensor(shape: record.shape, data: []) }
             let data = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
                 if let base = buffer.baseAddress { try rawFile.read(into: base, count: record.byteCount, at: offset) }
                 initialized = count
             }
             return Tensor(shape: record.shape, data: data)
+        case .library:
+            if count == 0 { return Tensor(shape: record.shape, data: []) }
+            guard let fileID else {
+                return Tensor(shape: record.shape,
+                              data: try HDF5Isolation.read(path: path, tensor: name, dataset: datasetPath, count: count))
+            }
+            return Tensor(shape: record.shape, data: try HDF5File.readFloats(fileID, path: path, tensor: name,
+                                                                              dataset: datasetPath, count: count))
         }
-        return try HDF5Library.serialized {
+    }
+
+    /// A dataset converted to float32 by libhdf5 (float16, float64, big-endian, chunked or
+    /// compressed storage). Called in this process or in the sandboxed child.
+    static func readFloats(_ fileID: hid_t, path: String, tensor name: String, dataset datasetPath: String,
+                           count: Int) throws -> [Float] {
+        try HDF5Library.serialized {
             let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
             guard dataset >= 0 else {
                 throw ZooError.badTensor(path: path, tensor: name, reason: "cannot open dataset: \(HDF5Library.takeErrorMessage())")
@@ -195,52 +222,8 @@ public final class HDF5File: WeightFile {
             if let failure {
                 throw ZooError.badTensor(path: path, tensor: name, reason: "reading the data failed: \(failure)")
             }
-            return Tensor(shape: record.shape, data: data)
+            return data
         }
-    }
-
-    /// Refuses layouts whose data cannot be where they claim, or lies outside this file.
-    /// Returns the file offset of the data when it is contiguous, unfiltered, allocated and
-    /// stored as little-endian float32, so it can be read without libhdf5.
-    private func checkStorage(of dataset: hid_t, record: TensorRecord, fileSize: Int) throws -> Int? {
-        let creation = H5Dget_create_plist(dataset)
-        guard creation >= 0 else {
-            throw ZooError.badTensor(path: path, tensor: record.name, reason: "no creation properties: \(HDF5Library.takeErrorMessage())")
-        }
-        defer { H5Pclose(creation) }
-        let layout = H5Pget_layout(creation)
-        if layout == H5D_VIRTUAL {
-            throw ZooError.badTensor(path: path, tensor: record.name,
-                                     reason: "is a virtual dataset that reads other files; refused")
-        }
-        if H5Pget_external_count(creation) > 0 {
-            throw ZooError.badTensor(path: path, tensor: record.name,
-                                     reason: "keeps its data in external files; refused")
-        }
-        guard layout == H5D_CONTIGUOUS, H5Pget_nfilters(creation) == 0 else { return nil }
-        if record.byteCount > fileSize {
-            throw ZooError.badTensor(
-                path: path, tensor: record.name,
-                reason: "declares shape \(record.shape) (\(describeBytes(record.byteCount)) stored contiguously) "
-                    + "but the file is only \(describeBytes(fileSize))")
-        }
-        let offset = H5Dget_offset(dataset)
-        // HADDR_UNDEF (all ones) means no storage was allocated: the read yields fill values.
-        if offset != haddr_t.max {
-            let (end, overflow) = Int(clamping: offset).addingReportingOverflow(record.byteCount)
-            if overflow || offset > UInt64(Int.max) || end > fileSize {
-                throw ZooError.badTensor(
-                    path: path, tensor: record.name,
-                    reason: "data at offset \(offset) + \(record.byteCount) bytes runs past the end of the file "
-                        + "(\(fileSize) bytes): truncated")
-            }
-            let type = H5Dget_type(dataset)
-            guard type >= 0 else { _ = HDF5Library.takeErrorMessage(); return nil }
-            defer { H5Tclose(type) }
-            let littleEndian = 1.littleEndian == 1
-            if littleEndian && H5Tequal(type, zoo_h5_ieee_f32le()) > 0 { return Int(offset) }
-        }
-        return nil
     }
 
     /// Orders Keras auto-generated layer names by creation: names that differ only in a
@@ -285,8 +268,20 @@ public final class HDF5File: WeightFile {
 
 // MARK: - Reading the structure
 
-/// What opening a file found, gathered while holding the libhdf5 lock.
-private struct HDF5Contents {
+/// Where a dataset's values are, as the scan found them.
+enum HDF5Storage: Codable, Equatable {
+    /// Contiguous, unfiltered, allocated little-endian float32 at this file offset.
+    case direct(Int)
+    /// Anything libhdf5 must decode: chunked, compressed, other types, fill values.
+    case library
+    /// Storage the reader will not touch (virtual datasets, external files, data past the
+    /// end of the file), with the reason.
+    case refused(String)
+}
+
+/// What opening a file found, gathered while holding the libhdf5 lock; sent from the
+/// sandboxed child to the parent as JSON.
+struct HDF5Contents: Codable {
     var format: WeightFormat = .hdf5
     var tensors: [TensorRecord] = []
     var optimizerTensors: [TensorRecord] = []
@@ -300,10 +295,11 @@ private struct HDF5Contents {
     var rootStringAttributes: [String: String] = [:]
     var declaredLayerNames: [String: String] = [:]
     var absentTensors: [String] = []
+    var storage: [String: HDF5Storage] = [:]
 }
 
 /// Walks the file's groups and attributes. Every method expects the libhdf5 lock held.
-private struct Scanner {
+struct Scanner {
     let fileID: hid_t
     let path: String
 
@@ -313,8 +309,50 @@ private struct Scanner {
     static let maximumLinks = 1_000_000
     static let maximumAttributeBytes = 64 << 20
 
-    func scan() throws -> HDF5Contents {
+    func scan(fileSize: Int) throws -> HDF5Contents {
+        var contents = try scanStructure()
+        for record in contents.tensors + contents.optimizerTensors {
+            guard let datasetPath = contents.datasetPaths[record.name] else { continue }
+            contents.storage[record.name] = storage(of: datasetPath, record: record, fileSize: fileSize)
+        }
+        return contents
+    }
+
+    /// Where the dataset's values are, checked against the file: a layout that cannot be
+    /// where it claims, or lies outside this file, is refused with the reason.
+    private func storage(of datasetPath: String, record: TensorRecord, fileSize: Int) -> HDF5Storage {
+        let dataset = H5Dopen2(fileID, datasetPath, hid_t(H5P_DEFAULT))
+        guard dataset >= 0 else { return .refused("cannot open dataset: \(HDF5Library.takeErrorMessage())") }
+        defer { H5Dclose(dataset) }
+        let creation = H5Dget_create_plist(dataset)
+        guard creation >= 0 else { return .refused("no creation properties: \(HDF5Library.takeErrorMessage())") }
+        defer { H5Pclose(creation) }
+        let layout = H5Pget_layout(creation)
+        if layout == H5D_VIRTUAL { return .refused("is a virtual dataset that reads other files; refused") }
+        if H5Pget_external_count(creation) > 0 { return .refused("keeps its data in external files; refused") }
+        guard layout == H5D_CONTIGUOUS, H5Pget_nfilters(creation) == 0 else { return .library }
+        if record.byteCount > fileSize {
+            return .refused("declares shape \(record.shape) (\(describeBytes(record.byteCount)) stored contiguously) "
+                            + "but the file is only \(describeBytes(fileSize))")
+        }
+        let offset = H5Dget_offset(dataset)
+        // HADDR_UNDEF (all ones) means no storage was allocated: the read yields fill values.
+        guard offset != haddr_t.max else { return .library }
+        let (end, overflow) = Int(clamping: offset).addingReportingOverflow(record.byteCount)
+        if overflow || offset > UInt64(Int.max) || end > fileSize {
+            return .refused("data at offset \(offset) + \(record.byteCount) bytes runs past the end of the file "
+                            + "(\(fileSize) bytes): truncated")
+        }
+        let type = H5Dget_type(dataset)
+        guard type >= 0 else { _ = HDF5Library.takeErrorMessage(); return .library }
+        defer { H5Tclose(type) }
+        if 1.littleEndian == 1 && H5Tequal(type, zoo_h5_ieee_f32le()) > 0 { return .direct(Int(offset)) }
+        return .library
+    }
+
+    private func scanStructure() throws -> HDF5Contents {
         var contents = HDF5Contents()
+
         let root = try openGroup("/")
         defer { H5Gclose(root) }
 
@@ -618,34 +656,21 @@ private struct Scanner {
     private func linkNames(ofGroup groupPath: String) throws -> [String] {
         let group = try openGroup(groupPath)
         defer { H5Gclose(group) }
-        var info = H5G_info_t()
-        guard H5Gget_info(group, &info) >= 0 else {
+        var joined: UnsafeMutablePointer<CChar>?
+        var length = 0
+        let count = zoo_h5_link_names(group, Scanner.maximumLinks, &joined, &length)
+        defer { free(joined) }
+        if count == -2 { throw unreadable("group '\(groupPath)' has more than \(Scanner.maximumLinks) members") }
+        guard count >= 0 else {
             throw unreadable("cannot list group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
         }
-        guard info.nlinks <= hsize_t(Scanner.maximumLinks) else {
-            throw unreadable("group '\(groupPath)' claims \(info.nlinks) members")
-        }
-        let count = Int(info.nlinks)
         var names: [String] = []
         names.reserveCapacity(count)
-        var index = H5_INDEX_CRT_ORDER
-        for position in 0..<count {
-            var length = H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), nil, 0, hid_t(H5P_DEFAULT))
-            if length < 0 && index == H5_INDEX_CRT_ORDER && position == 0 {
-                // Creation order is not tracked (h5py's default): fall back to names.
-                _ = HDF5Library.takeErrorMessage()
-                index = H5_INDEX_NAME
-                length = H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), nil, 0, hid_t(H5P_DEFAULT))
+        if let joined, length > 0 {
+            let bytes = UnsafeRawBufferPointer(start: joined, count: length)
+            for name in bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast() {
+                names.append(String(decoding: name, as: UTF8.self))
             }
-            guard length >= 0, length < 1 << 20 else {
-                throw unreadable("cannot read member \(position) of group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
-            }
-            var buffer = [CChar](repeating: 0, count: length + 1)
-            guard H5Lget_name_by_idx(group, ".", index, H5_ITER_INC, hsize_t(position), &buffer, length + 1,
-                                     hid_t(H5P_DEFAULT)) >= 0 else {
-                throw unreadable("cannot read member \(position) of group '\(groupPath)': \(HDF5Library.takeErrorMessage())")
-            }
-            names.append(String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         if !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.count <= 18 && $0.allSatisfy { $0.isASCII && $0.isNumber } }) {
             names.sort { (Int($0) ?? 0) < (Int($1) ?? 0) }

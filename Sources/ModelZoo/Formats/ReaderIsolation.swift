@@ -1,0 +1,286 @@
+import CHDF5
+import CSandbox
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which readers parse the user's file in a sandboxed child process instead of in this one.
+///
+/// Debian's libhdf5 (1.10.8) crashes on crafted files: segmentation faults, an invalid
+/// `free`, endless loops, all reachable from a file a few bytes away from a valid Keras
+/// file. A crash in a child is an error message; in our process it would take down `zoo`, or
+/// a Swift program using the library. So by default libhdf5 only ever sees a user's file in
+/// a child: `zoo` itself, re-run in a worker mode, with CPU-time and address-space limits, no
+/// inherited descriptors, and a seccomp filter that lets it read files and nothing else. The
+/// child reports the file's structure and where each dataset's bytes are; the parent reads
+/// contiguous float32 data (nearly every Keras weight) straight from the file itself, and asks
+/// a child again only for datasets that need libhdf5 to decode (chunked, compressed, float16
+/// or float64).
+public enum ReaderIsolation {
+    /// `ZOO_HDF5_IN_PROCESS=1` turns the boundary off (for debugging libhdf5 itself). These
+    /// settings are read when a file is opened; set them once, before opening files.
+    nonisolated(unsafe) public static var hdf5InChildProcess: Bool = ProcessInfo.processInfo.environment["ZOO_HDF5_IN_PROCESS"] != "1"
+
+    /// CPU seconds a child may spend on one file before the kernel stops it.
+    nonisolated(unsafe) public static var cpuSecondsLimit = 20
+    /// Wall-clock seconds the parent waits for a child before killing it.
+    nonisolated(unsafe) public static var wallSecondsLimit = 30.0
+
+    /// The executable that serves as the worker: `ZOO_WORKER` when set; this process when it
+    /// is `zoo`; otherwise a `zoo` beside this process's executable (a test bundle or a
+    /// program built in the same package).
+    public static var workerExecutable: String? {
+        if let set = ProcessInfo.processInfo.environment["ZOO_WORKER"], !set.isEmpty { return set }
+        guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        let url = URL(fileURLWithPath: me)
+        if url.lastPathComponent == "zoo" { return me }
+        let sibling = url.deletingLastPathComponent().appendingPathComponent("zoo").path
+        return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : nil
+    }
+}
+
+/// The parent's side: runs the worker and turns what it reports, or how it died, into
+/// results and errors.
+enum HDF5Isolation {
+    static let scanReplyLimit = 256 << 20
+
+    static func scan(path: String) throws -> HDF5Contents {
+        let reply = try runWorker(["scan", path], path: path, tensor: nil, payloadLimit: scanReplyLimit,
+                                  addressSpace: 2 << 30)
+        guard case .contents(let contents) = reply else {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker answered out of turn")
+        }
+        return contents
+    }
+
+    static func read(path: String, tensor: String, dataset: String, count: Int) throws -> [Float] {
+        // The child holds the float32 result plus libhdf5's chunk cache and the stored bytes.
+        let space = UInt64(3 * count * 4 + (1 << 31))
+        let reply = try runWorker(["read", path, dataset, String(count)], path: path, tensor: tensor,
+                                  payloadLimit: count * 4, addressSpace: space, floats: count)
+        guard case .floats(let values) = reply, values.count == count else {
+            throw ZooError.badTensor(path: path, tensor: tensor, reason: "the HDF5 worker sent a short reply")
+        }
+        return values
+    }
+
+    enum Reply {
+        case contents(HDF5Contents)
+        case floats([Float])
+    }
+
+    private static func runWorker(_ arguments: [String], path: String, tensor: String?, payloadLimit: Int,
+                                  addressSpace: UInt64, floats: Int = 0) throws -> Reply {
+        guard let worker = ReaderIsolation.workerExecutable else {
+            throw ZooError.unreadableFile(
+                path: path, reason: "HDF5 files are read by a sandboxed `zoo` worker, and none was found: set "
+                    + "ZOO_WORKER to the zoo executable (or ZOO_HDF5_IN_PROCESS=1 to read in this process)")
+        }
+        var fds: [Int32] = [0, 0]
+        // Close-on-exec, so only the dup2 in the spawn actions reaches the child.
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else {
+            throw ZooError.unreadableFile(path: path, reason: "cannot create a pipe: \(String(cString: strerror(errno)))")
+        }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        defer { close(readEnd) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ([worker, HDF5Worker.commandLineFlag, String(ReaderIsolation.cpuSecondsLimit), String(addressSpace)]
+                    + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, worker, &actions, nil, argv, environ)
+        close(writeEnd)
+        guard spawned == 0 else {
+            throw ZooError.unreadableFile(path: path, reason: "cannot start the HDF5 worker \(worker): \(String(cString: strerror(spawned)))")
+        }
+        let deadline = Date().addingTimeInterval(ReaderIsolation.wallSecondsLimit + Double(payloadLimit) / 100e6)
+        var reply: Result<Reply, Error>
+        var timedOut = false
+        do {
+            reply = .success(try receive(readEnd, path: path, tensor: tensor, payloadLimit: payloadLimit,
+                                         floats: floats, deadline: deadline))
+        } catch is WorkerTimeout {
+            timedOut = true
+            kill(pid, SIGKILL)
+            reply = .failure(WorkerTimeout())
+        } catch {
+            reply = .failure(error)
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if timedOut {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library did not finish reading this file within "
+                                          + "\(Int(ReaderIsolation.wallSecondsLimit)) s (corrupt or crafted); stopped")
+        }
+        let signal = status & 0x7f
+        if signal == SIGXCPU || signal == SIGKILL {
+            // The kernel sends SIGXCPU at the soft CPU limit and SIGKILL at the hard one.
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library spent over \(ReaderIsolation.cpuSecondsLimit) s "
+                                          + "of CPU on this file (corrupt or crafted); stopped")
+        }
+        if signal != 0 {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library failed on this file (corrupt or crafted): \(signalName(signal))")
+        }
+        let exitCode = (status >> 8) & 0xff
+        if case .failure = reply, exitCode != 0 {
+            // Out of address space, the Swift runtime stops the child with a trap or an exit code.
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker stopped with status \(exitCode) on this file (corrupt or crafted)")
+        }
+        return try reply.get()
+    }
+
+    struct WorkerTimeout: Error {}
+
+    /// Reads one framed reply (tag, 8-byte length, payload) before the deadline.
+    private static func receive(_ fd: Int32, path: String, tensor: String?, payloadLimit: Int, floats: Int,
+                                deadline: Date) throws -> Reply {
+        var header = [UInt8](repeating: 0, count: 9)
+        let got = try header.withUnsafeMutableBytes { try readFully(fd, $0.baseAddress, 9, deadline: deadline) }
+        guard got == 9 else {
+            // The child died or exited before answering; the caller reads its status.
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker ended without an answer")
+        }
+        let length = header[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let limit = header[0] == UInt8(ascii: "D") ? payloadLimit : max(payloadLimit, 1 << 20)
+        guard length <= UInt64(limit) else {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker sent \(length) bytes, over the \(limit) expected")
+        }
+        let count = Int(length)
+        switch header[0] {
+        case UInt8(ascii: "D"):
+            guard count == floats * 4 else {
+                throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker sent \(count) bytes for \(floats) values")
+            }
+            var complete = 0
+            let values = try [Float](unsafeUninitializedCapacity: floats) { buffer, initialized in
+                buffer.initialize(repeating: 0)
+                initialized = floats
+                if let base = buffer.baseAddress {
+                    adviseHugePages(base, count: count)
+                    complete = try readFully(fd, base, count, deadline: deadline)
+                }
+            }
+            guard complete == count else { throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker ended mid-reply") }
+            return .floats(values)
+        case UInt8(ascii: "S"), UInt8(ascii: "E"):
+            var payload = Data(count: count)
+            let complete = try payload.withUnsafeMutableBytes { try readFully(fd, $0.baseAddress, count, deadline: deadline) }
+            guard complete == count else { throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker ended mid-reply") }
+            if header[0] == UInt8(ascii: "E") {
+                let failure = try JSONDecoder().decode(WorkerFailure.self, from: payload)
+                if let name = failure.tensor { throw ZooError.badTensor(path: path, tensor: name, reason: failure.reason) }
+                throw ZooError.unreadableFile(path: path, reason: failure.reason)
+            }
+            do {
+                return .contents(try JSONDecoder().decode(HDF5Contents.self, from: payload))
+            } catch {
+                throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker's report does not decode: \(error)")
+            }
+        default:
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker answered with an unknown reply")
+        }
+    }
+
+    /// Reads up to `count` bytes, waiting at most until `deadline`; fewer at end of file.
+    private static func readFully(_ fd: Int32, _ base: UnsafeMutableRawPointer?, _ count: Int, deadline: Date) throws -> Int {
+        guard let base else { return 0 }
+        var done = 0
+        while done < count {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else { throw WorkerTimeout() }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(min(remaining * 1000, 60_000)) + 1)
+            if ready < 0 { if errno == EINTR { continue }; break }
+            if ready == 0 { continue }
+            let got = Glibc.read(fd, base + done, min(count - done, 1 << 24))
+            if got < 0 { if errno == EINTR { continue }; break }
+            if got == 0 { break }
+            done += got
+        }
+        return done
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case SIGSEGV: return "SIGSEGV"
+        case SIGABRT: return "SIGABRT"
+        case SIGBUS: return "SIGBUS"
+        case SIGILL: return "SIGILL"
+        case SIGFPE: return "SIGFPE"
+        case SIGTRAP: return "SIGTRAP"
+        case SIGKILL: return "SIGKILL"
+        case SIGSYS: return "SIGSYS"
+        default: return "signal \(signal)"
+        }
+    }
+}
+
+struct WorkerFailure: Codable {
+    var tensor: String?
+    var reason: String
+}
+
+/// The child's side: `zoo --zoo-hdf5-worker CPU_SECONDS ADDRESS_SPACE scan PATH` or
+/// `... read PATH DATASET COUNT`. Enters the sandbox before it opens the file, answers once
+/// on standard output, and exits.
+public enum HDF5Worker {
+    public static let commandLineFlag = "--zoo-hdf5-worker"
+
+    public static func run(_ arguments: [String]) -> Int32 {
+        guard arguments.count >= 4, let cpu = UInt(arguments[0]), let space = UInt64(arguments[1]) else { return 64 }
+        if zoo_sandbox_enter(cpu, space) < 0 { return 70 }
+        let path = arguments[3]
+        do {
+            switch arguments[2] {
+            case "scan" where arguments.count == 4:
+                var info = stat()
+                guard stat(path, &info) == 0 else { throw ZooError.unreadableFile(path: path, reason: "cannot stat the file") }
+                let id = try HDF5File.openInProcess(path)
+                let contents = try HDF5Library.serialized { try Scanner(fileID: id, path: path).scan(fileSize: Int(info.st_size)) }
+                try JSONEncoder().encode(contents).withUnsafeBytes { send("S", $0) }
+            case "read" where arguments.count == 6:
+                guard let count = Int(arguments[5]), count > 0 else { return 64 }
+                let id = try HDF5File.openInProcess(path)
+                let values = try HDF5File.readFloats(id, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
+                values.withUnsafeBytes { send("D", $0) }
+            default:
+                return 64
+            }
+        } catch let ZooError.badTensor(_, tensor, reason) {
+            sendFailure(WorkerFailure(tensor: tensor, reason: reason))
+        } catch let ZooError.unreadableFile(_, reason) {
+            sendFailure(WorkerFailure(tensor: nil, reason: reason))
+        } catch {
+            sendFailure(WorkerFailure(tensor: nil, reason: "\(error)"))
+        }
+        return 0
+    }
+
+    private static func sendFailure(_ failure: WorkerFailure) {
+        ((try? JSONEncoder().encode(failure)) ?? Data()).withUnsafeBytes { send("E", $0) }
+    }
+
+    private static func send(_ tag: Character, _ payload: UnsafeRawBufferPointer) {
+        var header = [UInt8(tag.asciiValue ?? 0)]
+        var length = UInt64(payload.count)
+        for _ in 0..<8 { header.append(UInt8(length & 0xff)); length >>= 8 }
+        header.withUnsafeBytes { writeAll($0) }
+        writeAll(payload)
+    }
+
+    private static func writeAll(_ raw: UnsafeRawBufferPointer) {
+        guard let base = raw.baseAddress else { return }
+        var done = 0
+        while done < raw.count {
+            let wrote = Glibc.write(1, base + done, raw.count - done)
+            if wrote < 0 { if errno == EINTR { continue }; return }
+            done += wrote
+        }
+    }
+}

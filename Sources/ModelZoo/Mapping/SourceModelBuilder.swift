@@ -10,7 +10,7 @@ public enum SourceModelBuilder {
             let config = (file as? HDF5File)?.modelConfigJSON
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)")
-        case .onnx, .hdf5, .safetensors, .npy:
+        case .onnx, .hdf5, .safetensors, .npy, .pth:
             let (layers, loose) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
                                convention: "torchvision state_dict names")

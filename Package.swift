@@ -28,13 +28,14 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
-        // crc32 for the zip entries of written .pth files (zlib's is several GB/s).
-        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+        // zlib: crc32 for the zip entries of written .pth files (several GB/s) and inflate for
+        // deflated pickles. Named apart from ZIPFoundation's own CZlib module.
+        .systemLibrary(name: "CZlibCRC", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         // The ONNX messages, compiled by protoc-c from Proto/onnx.proto; regenerate with
         // Tools/gen-onnx-proto.sh and commit the result.
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
-        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CZlib"]),
+        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CZlibCRC"]),
         .executableTarget(
             name: "zoo",
             dependencies: [

@@ -1,4 +1,4 @@
-import CZlib
+import CZlibCRC
 import Foundation
 
 /// One entry of a zip archive's central directory, with where its bytes lie in the file.
@@ -190,7 +190,7 @@ struct ZipDirectory {
                 stream.avail_in = uInt(source.count)
                 stream.next_out = destination.baseAddress
                 stream.avail_out = uInt(destination.count)
-                return CZlib.inflate(&stream, Z_FINISH)
+                return CZlibCRC.inflate(&stream, Z_FINISH)
             }
         }
         guard status == Z_STREAM_END, Int(stream.total_out) == expected else {
@@ -214,7 +214,7 @@ func zipCRC32(_ bytes: UnsafeRawBufferPointer, previous: UInt32 = 0) -> UInt32 {
     // zlib takes a 32-bit length.
     while offset < bytes.count {
         let chunk = min(bytes.count - offset, 1 << 30)
-        crc = CZlib.crc32(crc, base.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(chunk))
+        crc = CZlibCRC.crc32(crc, base.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(chunk))
         offset += chunk
     }
     return UInt32(truncatingIfNeeded: crc)

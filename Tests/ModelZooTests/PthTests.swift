@@ -199,6 +199,34 @@ final class PthTests: XCTestCase {
         XCTAssertEqual(result.status, 2, result.stderr)
     }
 
+    /// Zips torch did not write: a deflated pickle is read, deflated tensor data is refused
+    /// (it cannot be read in place), a legacy file cut short says so.
+    func testRezippedAndTruncatedFiles() throws {
+        let deflatedPickle = scratch.appendingPathComponent("pickle_deflated.pth").path
+        let allDeflated = scratch.appendingPathComponent("all_deflated.pth").path
+        let script = """
+        import sys, zipfile
+        source = zipfile.ZipFile(sys.argv[1])
+        for out, everything in ((sys.argv[2], False), (sys.argv[3], True)):
+            with zipfile.ZipFile(out, "w") as z:
+                for info in source.infolist():
+                    deflate = everything or info.filename.endswith("data.pkl")
+                    z.writestr(info.filename, source.read(info), zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+        """
+        let made = try Python.run(["-c", script, fixture("resnet18w2.pth"), deflatedPickle, allDeflated])
+        if made.status == 0 {
+            try assertSameTensors(try WeightFileOpener.open(path: deflatedPickle),
+                                  try SafetensorsFile(path: fixture("resnet18w2.safetensors")))
+            FormatFixtures.assertThrows(try WeightFileOpener.open(path: allDeflated), containing: ["is compressed (method 8)"])
+        }
+        let legacy = try Data(contentsOf: URL(fileURLWithPath: fixture("resnet18w2_legacy.pth")))
+        for cut in [100, legacy.count / 2, legacy.count - 1] {
+            let path = scratch.appendingPathComponent("legacy_\(cut).pth").path
+            try legacy.prefix(cut).write(to: URL(fileURLWithPath: path))
+            FormatFixtures.assertThrows(try WeightFileOpener.open(path: path), containing: ["truncated"])
+        }
+    }
+
     func testConvertWritesAZipThatReadsBackEqual() throws {
         let out = scratch.appendingPathComponent("lenet.pth").path
         let result = try CLI.run(["convert", CLI.fixture("lenet/lenet5_digits.onnx"), out, "--check"])

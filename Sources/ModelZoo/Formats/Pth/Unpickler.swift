@@ -189,7 +189,7 @@ struct Unpickler {
         // A declared length can never exceed what is left of the pickle.
         guard value <= UInt64(bytes.count - position) else {
             ranOut = true
-            throw fail("a length of \(value) bytes at offset \(position - width) runs past the end of the pickle "
+            throw fail("truncated or corrupt: a length of \(value) bytes at offset \(position - width) runs past the end of the pickle "
                 + "(\(bytes.count - position) bytes left)")
         }
         return Int(value)

@@ -169,6 +169,12 @@ struct ZipDirectory {
             }
             return raw
         case 8:
+            // Deflate expands at most about 1032:1; a larger declared size is a lie that would
+            // make us allocate far more than the file holds.
+            guard entry.uncompressedSize <= entry.compressedSize.multipliedReportingOverflow(by: 1032).partialValue + 64 else {
+                throw ZooError.unreadableFile(path: path, reason: "zip entry '\(entry.name)' declares \(entry.uncompressedSize) "
+                    + "bytes from \(entry.compressedSize) deflated bytes: more than deflate can expand to")
+            }
             return try inflate(raw, expected: entry.uncompressedSize, name: entry.name)
         default:
             throw ZooError.unreadableFile(path: path, reason: "zip entry '\(entry.name)' uses compression method \(entry.method); "

@@ -12,6 +12,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Tests only: an independent zip reader that checks the archives PthWriter writes
+        // (CRCs, sizes, names). The library reads zips itself: ZIPFoundation 0.9.20 keeps an
+        // entry's data offset internal, and .pth tensors are read in place at that offset.
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
@@ -24,18 +28,24 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        // zlib: crc32 for the zip entries of written .pth files (several GB/s) and inflate for
+        // deflated pickles. Named apart from ZIPFoundation's own CZlib module.
+        .systemLibrary(name: "CZlibCRC", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
         // The ONNX messages, compiled by protoc-c from Proto/onnx.proto; regenerate with
         // Tools/gen-onnx-proto.sh and commit the result.
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
         // seccomp and resource limits for the child processes that parse untrusted files.
         .target(name: "CSandbox"),
-        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CSandbox"]),
+        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CSandbox", "CZlibCRC"]),
         .executableTarget(
             name: "zoo",
             dependencies: [
                 "ModelZoo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "ModelZooTests", dependencies: ["ModelZoo", "zoo"]),
+        .testTarget(name: "ModelZooTests", dependencies: [
+            "ModelZoo", "zoo", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ]),
     ]
 )

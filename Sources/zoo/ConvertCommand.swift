@@ -8,9 +8,9 @@ extension WeightFormat: ExpressibleByArgument {}
 private func writableFormat(_ format: WeightFormat?) throws -> WeightFormat? {
     guard let format else { return nil }
     switch format {
-    case .onnx, .kerasH5, .kerasWeightsH5, .safetensors: return format
+    case .onnx, .kerasH5, .kerasWeightsH5, .safetensors, .pth: return format
     case .hdf5, .npy:
-        throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras-h5, keras-weights-h5 or safetensors")
+        throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
     }
 }
 
@@ -32,7 +32,7 @@ private func groupedNumber(_ n: Int) -> String {
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert weights between ONNX, Keras HDF5 (.h5, .weights.h5) and safetensors.",
+        abstract: "Convert weights between ONNX, Keras HDF5 (.h5, .weights.h5), safetensors and PyTorch .pth.",
         discussion: """
             The input is verified first (the `zoo verify` report is printed when it fails). The output \
             format comes from OUT's extension unless --to is given. The output is written atomically \
@@ -47,7 +47,7 @@ struct Convert: ParsableCommand {
     var output: String
     @Option(help: "Architecture id, when the input alone does not settle it.")
     var arch: String?
-    @Option(help: "onnx, keras-h5, keras-weights-h5 or safetensors (default: from OUT's extension).")
+    @Option(help: "onnx, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
     var to: WeightFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false
@@ -90,7 +90,7 @@ struct Init: ParsableCommand {
 
     @Argument(help: "Architecture id (see `zoo list`).")
     var arch: String
-    @Argument(help: "The file to write (.onnx, .h5, .weights.h5 or .safetensors).")
+    @Argument(help: "The file to write (.onnx, .h5, .weights.h5, .safetensors or .pth).")
     var output: String
     @Option(help: "Random seed.")
     var seed: UInt64 = 1
@@ -98,7 +98,7 @@ struct Init: ParsableCommand {
     var classes: Int?
     @Option(name: .customLong("input-size"), help: "Input size N or HxW (default: the architecture's).")
     var inputSize: String?
-    @Option(help: "onnx, keras-h5, keras-weights-h5 or safetensors (default: from OUT's extension).")
+    @Option(help: "onnx, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
     var to: WeightFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false

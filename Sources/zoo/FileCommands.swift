@@ -6,7 +6,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a weight file holds: format, producer, every tensor; for ONNX the opset and operators.")
 
-    @Argument(help: "An ONNX, Keras HDF5, HDF5, safetensors or .npy file.")
+    @Argument(help: "An ONNX, Keras HDF5, HDF5, safetensors, .npy or PyTorch .pth file.")
     var file: String
 
     @Option(help: "text or json.")

@@ -96,7 +96,7 @@ extension String {
 /// The weight file an engine command loads, and the threads it runs on: the options
 /// `run`, `predict`, `bench`, `finetune` and `evaluate` share.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "The weight file: ONNX, Keras HDF5 (.h5, .weights.h5), HDF5 or safetensors.")
+    @Option(help: "The weight file: ONNX, Keras HDF5 (.h5, .weights.h5), HDF5, safetensors or PyTorch .pth.")
     var weights: String
     @Option(help: "Architecture id, when the file alone does not settle it.")
     var arch: String?

@@ -9,6 +9,8 @@ public enum WeightFormat: String, Sendable, Codable {
     case hdf5
     case safetensors
     case npy
+    /// PyTorch `torch.save` of a state_dict or checkpoint: the zip archive or the legacy layout.
+    case pth
 }
 
 /// One tensor as a file declares it: the file's own name, shape and element type.
@@ -46,4 +48,11 @@ public protocol WeightFile: AnyObject {
 
 extension WeightFile {
     public var absentTensors: [String] { [] }
+}
+
+/// A file that has more to say about itself than its tensors: `zoo inspect` prints these
+/// lines after the format and producer (a checkpoint's epoch, where its weights are).
+public protocol DescribesContents {
+    /// `(label, text)` pairs, in the order to print them.
+    var contentDetails: [(String, String)] { get }
 }

@@ -3,7 +3,8 @@ import Foundation
 /// Opens a weight file with the reader its content calls for, by magic bytes rather than
 /// by extension (downloads are often misnamed): HDF5's signature at offset 0 or at a user
 /// block boundary (512, 1024, 2048, ...), `\x93NUMPY`, or safetensors' 8-byte header
-/// length followed by `{`. ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
+/// length followed by `{`, a zip holding `<name>/data.pkl` or torch's legacy magic number
+/// (PyTorch `.pth`). ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
 /// first field is ModelProto's `ir_version` (tag 0x08), goes to `ONNXFile`.
 public enum WeightFileOpener {
     static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -19,6 +20,21 @@ public enum WeightFileOpener {
         }
         if head.starts(with: [0x93] + Array("NUMPY".utf8)) {
             return try NPYFile(path: path)
+        }
+        // torch.save since 1.6: a zip whose entries include <name>/data.pkl. Other zips
+        // (.keras, .npz) are named as what they are not, rather than "unknown format".
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            let zip = try ZipDirectory(file: file)
+            guard PthFile.isTorchArchive(zip) else {
+                let names = zip.entries.prefix(5).map(\.name).joined(separator: ", ")
+                throw ZooError.unreadableFile(path: path, reason: "a zip archive without '<name>/data.pkl' (entries: \(names)): "
+                    + "not a PyTorch file")
+            }
+            return try PthFile(zip: zip, file: file)
+        }
+        // torch.save before 1.6: pickle protocol 2 whose first value is torch's magic number.
+        if head.starts(with: PthFile.legacyPrefix) {
+            return try PthFile(legacy: file)
         }
         if head.count >= 9, head[8] == UInt8(ascii: "{") {
             let length = head[0..<8].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -37,7 +53,7 @@ public enum WeightFileOpener {
         }
         let shown = head.prefix(16).map { String(format: "%02x", $0) }.joined(separator: " ")
         throw ZooError.unreadableFile(path: path,
-                                      reason: "not an HDF5, ONNX, safetensors or npy file (first bytes: \(shown))")
+                                      reason: "not an HDF5, ONNX, safetensors, npy or PyTorch .pth file (first bytes: \(shown))")
     }
 
     /// HDF5 looks for its superblock at 0 and then at every power of two from 512 on

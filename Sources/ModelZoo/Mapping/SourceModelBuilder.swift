@@ -11,7 +11,7 @@ public enum SourceModelBuilder {
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
                                pairing: .byCreationOrder)
-        case .onnx, .hdf5, .safetensors, .npy:
+        case .onnx, .hdf5, .safetensors, .npy, .pth:
             let (layers, loose, prefix) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
                                convention: "torchvision state_dict names", pairing: .byName, strippedPrefix: prefix)

@@ -60,7 +60,7 @@ public enum FineTuner {
         let out = options.outputPath
         guard let format = ModelWriter.format(forPath: out) else {
             throw ZooError.invalidArgument(
-                "\(out): cannot tell the output format from the extension; use .safetensors, .onnx, .h5 or .weights.h5")
+                "\(out): cannot tell the output format from the extension; use .safetensors, .onnx, .h5, .weights.h5 or .pth")
         }
         if samePath(out, options.weightsPath) {
             throw ZooError.invalidArgument("\(out): the output would overwrite the input weights; choose another --out")

@@ -2,6 +2,7 @@ extension InspectReport {
     /// The report with what each format adds: ONNX opset and operator counts, Keras versions.
     public static func make(_ file: WeightFile) -> InspectReport {
         var report = InspectReport(file: file)
+        if let described = file as? DescribesContents { report.details += described.contentDetails }
         if let onnx = file as? ONNXFile {
             report.opsetVersion = onnx.opsetVersion
             report.operators = onnx.graph.operatorCountsSorted.map { ($0.op, $0.count) }

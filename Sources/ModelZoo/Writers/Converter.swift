@@ -59,8 +59,8 @@ public enum Converter {
     public static func targetFormat(for output: String, requested: WeightFormat?) throws -> WeightFormat {
         if let requested { return requested }
         guard let format = ModelWriter.format(forPath: output) else {
-            throw ZooError.invalidArgument("cannot tell the output format from '\(output)': name it .onnx, .h5, .weights.h5 "
-                + "or .safetensors, or pass --to onnx|keras-h5|keras-weights-h5|safetensors")
+            throw ZooError.invalidArgument("cannot tell the output format from '\(output)': name it .onnx, .h5, .weights.h5, "
+                + ".safetensors or .pth, or pass --to onnx|keras-h5|keras-weights-h5|safetensors|pth")
         }
         return format
     }

@@ -22,6 +22,7 @@ public enum ModelWriter {
         if lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") || lower.hasSuffix(".keras.h5") { return .kerasH5 }
         if lower.hasSuffix(".onnx") { return .onnx }
         if lower.hasSuffix(".safetensors") { return .safetensors }
+        if lower.hasSuffix(".pth") || lower.hasSuffix(".pt") { return .pth }
         return nil
     }
 
@@ -30,9 +31,9 @@ public enum ModelWriter {
     public static func checkExpressible(_ net: ResolvedNetwork, as format: WeightFormat) throws {
         switch format {
         case .kerasH5, .kerasWeightsH5: _ = try KerasLayout.plan(net)
-        case .onnx, .safetensors: break
+        case .onnx, .safetensors, .pth: break
         case .hdf5, .npy:
-            throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras-h5, keras-weights-h5 or safetensors")
+            throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras-h5, keras-weights-h5, safetensors or pth")
         }
     }
 
@@ -46,25 +47,18 @@ public enum ModelWriter {
         if let source { metadata[sourceKey] = source }
         let tensorCount = net.parameters.count + net.buffers.count
         switch format {
-        case .safetensors:
-            var tensors: [(name: String, tensor: Tensor)] = []
-            for p in net.parameters + net.buffers {
-                guard let t = weights[p.name] else {
-                    throw ZooError.badTensor(path: path, tensor: p.name, reason: "no value to write")
-                }
-                guard t.shape == p.shape else {
-                    throw ZooError.badTensor(path: path, tensor: p.name, reason: "has shape \(t.shape), the network needs \(p.shape)")
-                }
-                tensors.append((p.name, t))
-            }
-            // torch BatchNorm2d modules carry a step counter that strict loading expects.
-            let counters = net.layers.compactMap { layer -> (name: String, value: Int64)? in
-                if case .batchNorm = layer.layer.op { return (layer.layer.name + ".num_batches_tracked", 0) }
-                return nil
-            }
-            metadata["format"] = "pt"
-            try SafetensorsWriter.write(tensors, metadata: metadata, int64Scalars: counters, to: path)
+        case .safetensors, .pth:
+            let (tensors, counters) = try stateDict(net, weights: weights, path: path)
             var transforms = ["none: torchvision state_dict names and layouts"]
+            if format == .safetensors {
+                metadata["format"] = "pt"
+                try SafetensorsWriter.write(tensors, metadata: metadata, int64Scalars: counters, to: path)
+            } else {
+                // A state_dict has no place for strings that load_state_dict(strict=True)
+                // would not call unexpected keys: the architecture and source go unrecorded.
+                try PthWriter.write(tensors, int64Scalars: counters, to: path)
+                transforms.append("zip layout of torch >= 1.6, state_dict only (no metadata: torch.load(weights_only=True) reads it)")
+            }
             if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
             return Summary(path: path, format: format, tensors: tensors.count + counters.count,
                            parameters: net.totalParameters, transforms: transforms)
@@ -85,7 +79,28 @@ public enum ModelWriter {
             return Summary(path: path, format: format, tensors: plan.layers.reduce(0) { $0 + $1.weights.count },
                            parameters: net.totalParameters, transforms: plan.transformLabels)
         case .hdf5, .npy:
-            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras-h5, keras-weights-h5 or safetensors")
+            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
         }
+    }
+
+    /// The torchvision state_dict of `net`: parameters and buffers in spec order, then the
+    /// `num_batches_tracked` step counter torch's BatchNorm2d keeps and strict loading expects.
+    static func stateDict(_ net: ResolvedNetwork, weights: [String: Tensor], path: String) throws
+        -> (tensors: [(name: String, tensor: Tensor)], counters: [(name: String, value: Int64)]) {
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for p in net.parameters + net.buffers {
+            guard let t = weights[p.name] else {
+                throw ZooError.badTensor(path: path, tensor: p.name, reason: "no value to write")
+            }
+            guard t.shape == p.shape else {
+                throw ZooError.badTensor(path: path, tensor: p.name, reason: "has shape \(t.shape), the network needs \(p.shape)")
+            }
+            tensors.append((p.name, t))
+        }
+        let counters = net.layers.compactMap { layer -> (name: String, value: Int64)? in
+            if case .batchNorm = layer.layer.op { return (layer.layer.name + ".num_batches_tracked", 0) }
+            return nil
+        }
+        return (tensors, counters)
     }
 }

@@ -8,7 +8,7 @@ struct Zoo: ParsableCommand {
         commandName: "zoo",
         abstract: "Load, verify, convert, run and fine-tune the classic CNNs.",
         subcommands: [List.self, Summary.self, Inspect.self, Verify.self, Run.self, Predict.self, Bench.self,
-                      Convert.self, Init.self, Finetune.self, Evaluate.self])
+                      Convert.self, Init.self, Finetune.self, Evaluate.self, FuzzBatch.self])
 
     /// Commands that run the engine restart once with OpenMP's variables set (see
     /// EngineEnvironment: libgomp reads them only when it loads, before any of our code).

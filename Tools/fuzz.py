@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Mutational fuzzing of zoo's readers (ONNX, HDF5, safetensors, npy, PyTorch .pth).
+
+Mutates the committed fixtures (bit flips, interesting integers, chunk deletion and
+duplication, truncation, splices) and, per format, their structure (safetensors and npy
+headers as JSON/dict fields, ONNX dims, types and external-data entries through the onnx
+package, HDF5 object headers and heaps by concentrating mutations on the file's metadata,
+.pth pickles re-zipped with valid CRCs). Every file goes through what `zoo inspect --load`
+and `zoo verify` do (`zoo fuzz-batch`, many files per process, one JSON line each), under an
+address-space limit and a per-file time limit.
+
+A finding is: the process killed by a signal, a file taking longer than --hang-seconds, an
+exit status other than 0/1/2, an error message spanning lines or carrying control bytes, or
+a contained libhdf5 failure (the sandboxed worker crashed or ran out of time: zoo reported
+it, but the file is a crash class worth keeping). Each new finding class is minimised
+(mutated bytes reverted one group at a time while the finding persists) and, with --keep,
+saved under Fixtures/fuzz/ with its expected exit status and message in
+Fixtures/fuzz/expected.json, which FuzzRegressionTests replays.
+
+  python3 Tools/fuzz.py --seconds 60 --seed 1            # the short pass CI runs
+  python3 Tools/fuzz.py --executions 100000 --reader hdf5 --keep   # a long campaign
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import pathlib
+import random
+import re
+import resource
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "Fixtures"
+FINDINGS = FIXTURES / "fuzz"
+
+SEEDS = {
+    "hdf5": ["hdf5/keras2_full.h5", "hdf5/keras3_legacy_full.h5", "hdf5/small_cnn.weights.h5",
+             "hdf5/keras2_weights_vlen.h5", "hdf5/keras2_weights_fixed.h5", "hdf5/keras2_weights_chunked_attrs.h5",
+             "hdf5/deep12.weights.h5", "hdf5/plain.h5", "hdf5/mixed_types.h5", "hdf5/huge_dims.h5",
+             "lenet/lenet5_digits.h5", "lenet/lenet5_digits.weights.h5"],
+    "onnx": ["onnx/tiny_conv_raw.onnx", "onnx/tiny_conv_typed.onnx", "onnx/tiny_float16.onnx",
+             "onnx/tiny_bfloat16.onnx", "onnx/external_ok.onnx", "lenet/lenet5_digits.onnx"],
+    "safetensors": ["safetensors/model.safetensors", "safetensors/bf16.safetensors", "lenet/lenet5_digits.safetensors"],
+    "npy": ["npy/f4_2d.npy", "npy/f2.npy", "npy/f8.npy", "npy/be_f4.npy", "npy/fortran.npy", "npy/v2.npy",
+            "npy/v3.npy", "npy/scalar.npy", "npy/vec3.npy"],
+    "pth": ["pth/resnet18w2.pth", "pth/resnet18w2_legacy.pth", "pth/resnet18w2_checkpoint.pth", "pth/lenet5_digits.pth"],
+}
+EXTENSIONS = {"hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
+INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
+               1 << 32, 1 << 40, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+CONTAINED = re.compile(r"the HDF5 library (failed on this file|spent over|did not finish)|the HDF5 worker")
+
+
+# ---------------------------------------------------------------- mutators
+
+def mutate_bytes(data: bytearray, rng: random.Random, focus: int = 0) -> bytearray:
+    """Generic byte-level mutations; `focus` > 0 puts most of them in the first `focus` bytes."""
+    def position(extra=0):
+        limit = len(data) - extra
+        if limit <= 0:
+            return 0
+        if focus and rng.random() < 0.8:
+            return rng.randrange(min(focus, limit))
+        return rng.randrange(limit)
+
+    for _ in range(rng.choice([1, 1, 1, 2, 3, 5, 8])):
+        if not data:
+            data = bytearray(rng.randbytes(rng.randrange(1, 64)))
+        kind = rng.randrange(9)
+        if kind == 0:
+            i = position()
+            data[i] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            i = position()
+            data[i] = rng.choice([0, 0xFF, 0x7F, 0x80, 1, rng.randrange(256)])
+        elif kind in (2, 3):
+            width = rng.choice([2, 4, 8])
+            if len(data) >= width:
+                i = position(width)
+                value = rng.choice(INTERESTING) & ((1 << (8 * width)) - 1)
+                data[i:i + width] = value.to_bytes(width, rng.choice(["little", "big"]))
+        elif kind == 4 and len(data) > 8:
+            i = position(1)
+            n = rng.randrange(1, min(256, len(data) - i) + 1)
+            del data[i:i + n]
+        elif kind == 5 and len(data) > 8:
+            i = position(1)
+            n = rng.randrange(1, min(256, len(data) - i) + 1)
+            data[i:i] = data[i:i + n]
+        elif kind == 6:
+            del data[rng.randrange(len(data)):]
+        elif kind == 7:
+            i = position()
+            data[i:i] = rng.randbytes(rng.randrange(1, 32))
+        else:
+            i = position()
+            n = rng.randrange(1, 16)
+            data[i:i + n] = bytes([rng.randrange(256)]) * n
+    return data
+
+
+def mutate_safetensors(data: bytes, rng: random.Random) -> bytes:
+    if len(data) < 8:
+        return bytes(mutate_bytes(bytearray(data), rng))
+    length = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8:8 + length])
+    except Exception:
+        return bytes(mutate_bytes(bytearray(data), rng, focus=64))
+    names = [k for k in header if k != "__metadata__"]
+    if not names or rng.random() < 0.3:
+        return bytes(mutate_bytes(bytearray(data), rng, focus=8 + length))
+    entry = header[rng.choice(names)]
+    field = rng.choice(["shape", "dtype", "data_offsets", "junk"])
+    if field == "shape":
+        entry["shape"] = [rng.choice([0, 1, -1, 3, 1 << 31, 1 << 40, (1 << 63) - 1]) for _ in range(rng.randrange(0, 5))]
+    elif field == "dtype":
+        entry["dtype"] = rng.choice(["F32", "F16", "BF16", "F64", "I64", "U8", "BOOL", "F8_E4M3", "X", ""])
+    elif field == "data_offsets":
+        entry["data_offsets"] = [rng.choice([0, 4, -1, 1 << 40, len(data)]) for _ in range(rng.choice([1, 2, 2, 3]))]
+    else:
+        entry[rng.choice(["extra", "shape"])] = {"nested": [1, {"a": None}]}
+    body = json.dumps(header).encode()
+    if rng.random() < 0.1:
+        body = body.replace(b'"', b'"\x07', 1)
+    return len(body).to_bytes(8, "little") + body + data[8 + length:]
+
+
+def mutate_npy(data: bytes, rng: random.Random) -> bytes:
+    if len(data) < 10 or rng.random() < 0.3:
+        return bytes(mutate_bytes(bytearray(data), rng, focus=128))
+    major = data[6]
+    size_bytes = 2 if major == 1 else 4
+    length = int.from_bytes(data[8:8 + size_bytes], "little")
+    header = data[8 + size_bytes:8 + size_bytes + length].decode("latin-1")
+    replacements = [
+        (r"'shape': \([^)]*\)", "'shape': (%s)" % ", ".join(str(rng.choice([0, 1, -2, 5, 1 << 31, 1 << 62])) for _ in range(rng.randrange(0, 4))) + ("," if rng.random() < 0.5 else "")),
+        (r"'descr': '[^']*'", "'descr': '%s'" % rng.choice(["<f4", ">f8", "|b1", "<c8", "O", "<U3", "<f2", "x", "<f16"])),
+        (r"'fortran_order': \w+", "'fortran_order': %s" % rng.choice(["True", "False", "1", "None"])),
+        (r"\}", rng.choice(["}", "\n}", "\x00}", ", 'x': [" * 50 + "}"])),
+    ]
+    pattern, value = rng.choice(replacements)
+    header = re.sub(pattern, value, header, count=1)
+    encoded = header.encode("latin-1")
+    if rng.random() < 0.8:
+        return data[:8] + len(encoded).to_bytes(size_bytes, "little") + encoded + data[8 + size_bytes + length:]
+    return data[:8 + size_bytes] + encoded + data[8 + size_bytes + length:]
+
+
+def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
+    try:
+        import onnx
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+    except Exception:
+        return bytes(mutate_bytes(bytearray(data), rng))
+    tensors = list(model.graph.initializer)
+    if not tensors or rng.random() < 0.3:
+        return bytes(mutate_bytes(bytearray(data), rng))
+    t = rng.choice(tensors)
+    kind = rng.randrange(6)
+    if kind == 0 and t.dims:
+        t.dims[rng.randrange(len(t.dims))] = rng.choice([0, -1, 1 << 31, 1 << 40, (1 << 63) - 1, 7])
+    elif kind == 1:
+        t.data_type = rng.choice([0, 1, 2, 7, 8, 10, 11, 16, 17, 99])
+    elif kind == 2:
+        t.raw_data = t.raw_data[:rng.randrange(len(t.raw_data) + 1)] if t.raw_data else rng.randbytes(rng.randrange(64))
+    elif kind == 3:
+        t.data_location = 1
+        del t.external_data[:]
+        for key, value in [("location", rng.choice(["x.bin", "../x", "/dev/zero", "/etc/passwd", "external_ok.bin", "\x01"])),
+                           ("offset", str(rng.choice([0, -1, 1 << 40]))), ("length", str(rng.choice([0, 4, 1 << 40])))]:
+            if rng.random() < 0.8:
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+    elif kind == 4 and model.graph.node:
+        node = rng.choice(model.graph.node)
+        if node.input:
+            node.input[rng.randrange(len(node.input))] = rng.choice([t.name, "", "missing", node.output[0] if node.output else "x"])
+    else:
+        t.name = rng.choice(["", "a\nb", "\x1b[31m", t.name * 50, "onnx::Conv_1"])
+    out = model.SerializeToString()
+    return bytes(mutate_bytes(bytearray(out), rng)) if rng.random() < 0.2 else out
+
+
+def mutate_pth(data: bytes, rng: random.Random) -> bytes:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    except Exception:
+        return bytes(mutate_bytes(bytearray(data), rng))
+    if rng.random() < 0.3:
+        return bytes(mutate_bytes(bytearray(data), rng, focus=len(data)))
+    index = next((i for i, (name, _) in enumerate(entries) if name.endswith("data.pkl")), 0)
+    if rng.random() < 0.3:
+        index = rng.randrange(len(entries))
+    name, body = entries[index]
+    entries[index] = (name, bytes(mutate_bytes(bytearray(body), rng)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for n, b in entries:
+            z.writestr(n, b)
+    return out.getvalue()
+
+
+def hdf5_metadata_focus(data: bytes) -> int:
+    # Object headers, B-trees, heaps and attributes sit before and between the raw data in
+    # these small files; the first 6 KiB hold most of them.
+    return min(len(data), 6144)
+
+
+def mutate(reader: str, seed: bytes, rng: random.Random, splice: bytes) -> bytes:
+    if rng.random() < 0.05 and splice:
+        cut = rng.randrange(1, max(2, len(seed)))
+        return seed[:cut] + splice[rng.randrange(len(splice)):]
+    if reader == "safetensors":
+        return mutate_safetensors(seed, rng)
+    if reader == "npy":
+        return mutate_npy(seed, rng)
+    if reader == "onnx":
+        return mutate_onnx(seed, rng)
+    if reader == "pth":
+        return mutate_pth(seed, rng)
+    return bytes(mutate_bytes(bytearray(seed), rng, focus=hdf5_metadata_focus(seed)))
+
+
+# ---------------------------------------------------------------- running
+
+def limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def check_files(zoo: str, paths: list, hang_seconds: float) -> list:
+    """(path, outcome or finding) for each path, restarting the batch process after a crash
+    or a hang. An outcome is zoo's JSON; a finding is {"finding": kind, "detail": ...}."""
+    results = []
+    remaining = list(paths)
+    while remaining:
+        process = subprocess.Popen([zoo, "fuzz-batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, preexec_fn=limit_memory, cwd=remaining[0].parent,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        process.stdin.write(("\n".join(str(p) for p in remaining) + "\n").encode())
+        process.stdin.close()
+        current = None
+        buffer = b""
+        deadline = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([process.stdout], [], [], timeout)
+            if not ready:
+                process.kill()
+                process.wait()
+                results.append((current, {"finding": "hang", "detail": f"over {hang_seconds:.0f} s"}))
+                break
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                code = process.wait()
+                if current is not None:
+                    detail = f"signal {-code}" if code < 0 else f"exit {code} without a result"
+                    results.append((current, {"finding": "crash", "detail": detail}))
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.startswith(b"start "):
+                    current = pathlib.Path(line[6:].decode())
+                    deadline = time.monotonic() + hang_seconds
+                else:
+                    results.append((current, json.loads(line)))
+                    current, deadline = None, None
+        done = {p for p, _ in results}
+        remaining = [p for p in remaining if p not in done]
+        if results and results[-1][1].get("finding") is None and remaining and process.returncode not in (0, None):
+            # Died between files: skip none, just restart.
+            continue
+    return results
+
+
+def classify(outcome: dict):
+    """The finding class of an outcome, or None when zoo behaved."""
+    if "finding" in outcome:
+        return outcome["finding"] + ": " + outcome["detail"]
+    message = outcome.get("message", "")
+    if outcome.get("status") not in (0, 1, 2):
+        return f"status {outcome.get('status')}"
+    if "\n" in message or any(ord(c) < 0x20 or ord(c) == 0x7F for c in message):
+        return "message not on one line"
+    if outcome.get("milliseconds", 0) > 3000:
+        return "slow (over 3 s)"
+    if outcome.get("status") == 2 and CONTAINED.search(message):
+        cause = CONTAINED.search(message).group(0)
+        signal = re.search(r"SIG[A-Z]+|status \d+", message)
+        return "contained: " + cause + (" " + signal.group(0) if signal else "")
+    return None
+
+
+def minimise(zoo: str, reader: str, seed: bytes, data: bytes, kind: str, work: pathlib.Path, hang: float) -> bytes:
+    """Reverts mutated bytes to the seed's, in groups, while the same finding class holds."""
+    if len(seed) != len(data):
+        return data
+    diffs = [i for i in range(len(data)) if data[i] != seed[i]]
+    current = bytearray(data)
+    chunk = max(1, len(diffs) // 2)
+    while chunk >= 1 and diffs:
+        changed = False
+        for start in range(0, len(diffs), chunk):
+            group = diffs[start:start + chunk]
+            trial = bytearray(current)
+            for i in group:
+                trial[i] = seed[i]
+            path = work / ("min" + EXTENSIONS[reader])
+            path.write_bytes(trial)
+            (_, outcome), = check_files(zoo, [path], hang)
+            if classify(outcome) == kind:
+                current = trial
+                diffs = [i for i in diffs if i not in set(group)]
+                changed = True
+                break
+        if not changed:
+            chunk //= 2
+    return bytes(current)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", default=str(ROOT / ".build" / "debug" / "zoo"))
+    parser.add_argument("--reader", action="append", choices=sorted(SEEDS), help="default: every reader")
+    parser.add_argument("--seconds", type=float, help="stop after this long (split across readers)")
+    parser.add_argument("--executions", type=int, default=0, help="files per reader (default: until --seconds)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--hang-seconds", type=float, default=10)
+    parser.add_argument("--keep", action="store_true", help="save new finding classes under Fixtures/fuzz/")
+    parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
+                        help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")
+    args = parser.parse_args()
+    if not os.access(args.zoo, os.X_OK):
+        sys.exit(f"fuzz: {args.zoo} not found; build first (swift build)")
+    readers = args.reader or sorted(SEEDS)
+    rng = random.Random(args.seed)
+    expected_path = FINDINGS / "expected.json"
+    expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
+    known = {entry["class"] for entry in expected.values()}
+    totals = {}
+    failures = []
+    work = pathlib.Path(tempfile.mkdtemp(prefix="zoo-fuzz-"))
+    # External-data seeds need their sibling file beside every mutant.
+    shutil.copy(FIXTURES / "onnx" / "external_ok.bin", work / "external_ok.bin")
+    try:
+        for reader in readers:
+            seeds = [(FIXTURES / s).read_bytes() for s in SEEDS[reader]]
+            budget_end = time.monotonic() + args.seconds / len(readers) if args.seconds else None
+            count, classes, start = 0, {}, time.monotonic()
+            while True:
+                if args.executions and count >= args.executions:
+                    break
+                if budget_end and time.monotonic() >= budget_end:
+                    break
+                if not args.executions and not budget_end:
+                    break
+                size = args.batch if not args.executions else min(args.batch, args.executions - count)
+                batch, origin = [], {}
+                for i in range(size):
+                    seed = rng.choice(seeds)
+                    data = mutate(reader, seed, rng, rng.choice(seeds))
+                    path = work / f"{reader}-{count + i}{EXTENSIONS[reader]}"
+                    path.write_bytes(data)
+                    batch.append(path)
+                    origin[path] = (seed, data)
+                for path, outcome in check_files(args.zoo, batch, args.hang_seconds):
+                    kind = classify(outcome)
+                    if kind is None or path is None:
+                        continue
+                    classes[kind] = classes.get(kind, 0) + 1
+                    if kind.split(":")[0].split(" ")[0] in args.fail_on.split(","):
+                        failures.append((reader, kind, path))
+                    if args.keep and kind not in known:
+                        seed, data = origin[path]
+                        small = minimise(args.zoo, reader, seed, data, kind, work, args.hang_seconds)
+                        name = f"{reader}-{hashlib.sha1(small).hexdigest()[:10]}{EXTENSIONS[reader]}"
+                        FINDINGS.mkdir(exist_ok=True)
+                        (FINDINGS / name).write_bytes(small)
+                        expected[name] = {"class": kind, "reader": reader, "status": 2,
+                                          "message": outcome.get("message", outcome.get("detail", ""))[:200]}
+                        known.add(kind)
+                        # Another campaign may be writing findings too: merge before writing.
+                        on_disk = json.loads(expected_path.read_text()) if expected_path.exists() else {}
+                        expected = {**on_disk, **expected}
+                        expected_path.write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+                        print(f"  new finding {kind}: Fixtures/fuzz/{name} ({len(small)} bytes)", flush=True)
+                for path in batch:
+                    path.unlink(missing_ok=True)
+                count += size
+            elapsed = time.monotonic() - start
+            totals[reader] = (count, classes, elapsed)
+            print(f"{reader}: {count} executions in {elapsed:.0f} s ({count / max(elapsed, 1e-9):.0f}/s); "
+                  + (", ".join(f"{k} x{v}" for k, v in sorted(classes.items())) or "no findings"), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        for reader, kind, path in failures[:20]:
+            print(f"FAIL {reader}: {kind}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -390,8 +390,9 @@ def main():
                         name = f"{reader}-{hashlib.sha1(small).hexdigest()[:10]}{EXTENSIONS[reader]}"
                         FINDINGS.mkdir(exist_ok=True)
                         (FINDINGS / name).write_bytes(small)
+                        message = outcome.get("message", outcome.get("detail", ""))
                         expected[name] = {"class": kind, "reader": reader, "status": 2,
-                                          "message": outcome.get("message", outcome.get("detail", ""))[:200]}
+                                          "message": message.split(": ", 1)[-1][:200]}
                         known.add(kind)
                         # Another campaign may be writing findings too: merge before writing.
                         on_disk = json.loads(expected_path.read_text()) if expected_path.exists() else {}

@@ -1,0 +1,120 @@
+import Foundation
+import XCTest
+@testable import ModelZoo
+
+/// Files from strangers never crash or hang `zoo`: every finding of Tools/fuzz.py kept under
+/// Fixtures/fuzz/, the special files and shapes the fuzz campaign pointed at, and the sandbox
+/// the HDF5 worker runs in.
+final class FuzzRegressionTests: XCTestCase {
+    func assertOneLineError(_ result: CLIResult, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        let text = result.stderr.trimmingCharacters(in: .newlines)
+        XCTAssertEqual(text.split(separator: "\n", omittingEmptySubsequences: false).count, 1,
+                       "\(what): \(result.stderr)", file: file, line: line)
+        XCTAssertFalse(text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }, "\(what): control bytes", file: file, line: line)
+        XCTAssertTrue(text.hasPrefix("zoo: error: "), "\(what): \(result.stderr)", file: file, line: line)
+    }
+
+    /// Each kept finding: exit 2 from inspect --load and verify, one line saying why.
+    func testKeptFindingsExitTwoWithOneLineReasons() throws {
+        let directory = CLI.fixture("fuzz")
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: directory + "/expected.json"))) as? [String: [String: Any]])
+        XCTAssertFalse(expected.isEmpty)
+        for (name, entry) in expected.sorted(by: { $0.key < $1.key }) {
+            let path = directory + "/" + name
+            for command in [["inspect", "--load", path], ["verify", path]] {
+                let result = try CLI.run(command)
+                XCTAssertEqual(Int(result.status), entry["status"] as? Int, "\(command): \(result.stderr)")
+                assertOneLineError(result, "\(command)")
+                if let cls = entry["class"] as? String, cls.hasPrefix("contained") {
+                    XCTAssertTrue(result.stderr.contains("the HDF5 library") || result.stderr.contains("the HDF5 worker"),
+                                  "\(name): \(result.stderr)")
+                }
+            }
+        }
+    }
+
+    /// A FIFO (as the file, or as an ONNX model's external data) answers at once instead of
+    /// blocking `open` forever; so does a device.
+    func testSpecialFilesAreRefusedAtOnce() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("fifo-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let fifo = scratch.appendingPathComponent("weights.onnx").path
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        for path in [fifo, "/dev/zero"] {
+            let result = try CLI.run(["inspect", path])
+            XCTAssertEqual(result.status, 2, result.stderr)
+            XCTAssertTrue(result.stderr.contains("not a regular file"), result.stderr)
+            assertOneLineError(result, path)
+        }
+        // External data that is a FIFO.
+        let model = scratch.appendingPathComponent("external_ok.onnx").path
+        try FileManager.default.copyItem(atPath: CLI.fixture("onnx/external_ok.onnx"), toPath: model)
+        XCTAssertEqual(mkfifo(scratch.appendingPathComponent("external_ok.bin").path, 0o600), 0)
+        let result = try CLI.run(["inspect", "--load", model])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("not a regular file"), result.stderr)
+    }
+
+    /// Names and headers from the file are escaped and cut: an npy header with a newline and
+    /// an escape sequence stays on one line.
+    func testReasonsFromFileTextStayOnOneLine() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("oneline-\(getpid()).npy")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        var header = Array("{'descr': '<f4', 'fortran_order': False, 'shape': (2,\n\u{1b}[31m), }".utf8)
+        while (10 + header.count + 1) % 64 != 0 { header.append(UInt8(ascii: " ")) }
+        header.append(UInt8(ascii: "\n"))
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xff), UInt8(header.count >> 8)]
+        bytes += header + [UInt8](repeating: 0, count: 8)
+        try Data(bytes).write(to: scratch)
+        let result = try CLI.run(["inspect", "--load", scratch.path])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        assertOneLineError(result, "npy")
+        XCTAssertTrue(result.stderr.contains("\\x1B") || result.stderr.contains("\\x0A"), result.stderr)
+    }
+
+    /// A group of 10,000 links lists in one pass (one call per index took minutes).
+    func testTenThousandLinksAreListed() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("links-\(getpid()).h5").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let made = try Python.run(["-c", """
+            import h5py, numpy as np, sys
+            with h5py.File(sys.argv[1], "w", track_order=True) as f:
+                for i in range(10000):
+                    f.create_dataset(f"t{i}", data=np.float32([i]))
+            """, path])
+        guard made.status == 0 else { throw XCTSkip("python3 with h5py is not available: \(made.stderr)") }
+        let result = try CLI.run(["inspect", path, "--format", "json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try CLI.json(result)
+        XCTAssertEqual(json["tensor_count"] as? Int, 10_000)
+    }
+
+    /// The worker's sandbox: no file opened for writing, no socket, no exec; reading works.
+    func testWorkerSandboxAllowsReadingOnly() throws {
+        let result = try CLI.run([HDF5Worker.commandLineFlag, "5", String(2 << 30), "probe", CLI.fixture("hdf5/plain.h5")])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let bytes = Array(result.stdout.utf8)
+        XCTAssertGreaterThan(bytes.count, 9)
+        XCTAssertEqual(bytes.first, UInt8(ascii: "S"))
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bytes.dropFirst(9))) as? [String: Int])
+        XCTAssertEqual(report["write"], Int(EPERM), "opening a file for writing must fail")
+        XCTAssertEqual(report["socket"], Int(EPERM), "sockets must fail")
+        XCTAssertEqual(report["exec"], Int(EPERM), "exec must fail")
+        XCTAssertEqual(report["read"], 0, "reading the file must work")
+    }
+
+    /// A Swift caller of the library gets an error for a file that crashes libhdf5, not a
+    /// crash: the same boundary as the command line.
+    func testLibraryCallersAreContainedToo() throws {
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: CLI.fixture("fuzz/expected.json")))) as? [String: [String: Any]])
+        guard let crash = expected.first(where: { ($0.value["class"] as? String)?.contains("SIGSEGV") ?? false }) else {
+            throw XCTSkip("no kept SIGSEGV finding")
+        }
+        let outcome = UntrustedFileCheck.run(path: CLI.fixture("fuzz/" + crash.key))
+        XCTAssertEqual(outcome.status, 2)
+        XCTAssertTrue(outcome.message.contains("SIGSEGV"), outcome.message)
+    }
+}

@@ -344,6 +344,7 @@ def main():
     parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
                         help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")
     args = parser.parse_args()
+    args.zoo = os.path.abspath(args.zoo)
     if not os.access(args.zoo, os.X_OK):
         sys.exit(f"fuzz: {args.zoo} not found; build first (swift build)")
     readers = args.reader or sorted(SEEDS)

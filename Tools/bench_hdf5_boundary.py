@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The cost of reading HDF5 through the sandboxed worker (ReaderIsolation) against reading it
+in process (ZOO_HDF5_IN_PROCESS=1), on VGG16 in both Keras layouts (553 MB), as whole
+`zoo inspect` and `zoo inspect --load` processes, alternating the two modes run by run, and
+h5py reading every dataset in the same run for scale. Prints medians.
+
+  python3 Tools/bench_hdf5_boundary.py [--zoo .build/release/zoo] [--runs 15]
+"""
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def timed(command, env):
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--zoo", default=str(ROOT / ".build" / "release" / "zoo"))
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--dir", default="/tmp")
+    args = parser.parse_args()
+    files = []
+    for name in ["vgg16.h5", "vgg16.weights.h5"]:
+        path = pathlib.Path(args.dir) / ("bench_boundary_" + name)
+        if not path.exists():
+            subprocess.run([args.zoo, "init", "vgg16", str(path)], check=True, stdout=subprocess.DEVNULL)
+        files.append(path)
+    try:
+        import h5py
+    except ImportError:
+        h5py = None
+    print(f"{'file':28} {'command':16} {'worker ms':>10} {'in-process ms':>14} {'cost':>7}")
+    for path in files:
+        for load in (False, True):
+            command = [args.zoo, "inspect", str(path)] + (["--load"] if load else [])
+            times = {"0": [], "1": []}
+            for _ in range(args.runs):
+                for mode in ("0", "1"):
+                    times[mode].append(timed(command, {**os.environ, "ZOO_HDF5_IN_PROCESS": mode}))
+            worker, inproc = statistics.median(times["0"]), statistics.median(times["1"])
+            print(f"{path.name:28} {'inspect --load' if load else 'inspect':16} {worker:10.1f} {inproc:14.1f} "
+                  f"{(worker / inproc - 1) * 100:+6.1f}%")
+        if h5py:
+            samples = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                with h5py.File(path, "r") as f:
+                    f.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+                samples.append((time.perf_counter() - start) * 1000)
+            print(f"{path.name:28} {'h5py read all':16} {statistics.median(samples):10.1f}  (warm Python, for scale)")
+
+
+if __name__ == "__main__":
+    main()

@@ -134,17 +134,24 @@ struct Evaluate: ParsableCommand {
     var strict = false
     @Option(help: "text or json.")
     var format: OutputFormat = .text
+    @Option(help: "Also write an HTML page to DIR/index.html: the confusion matrix as a heat map, per-class accuracy, and the misclassified images.")
+    var report: String?
 
     func run() throws {
         try reportingErrors {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+            if let report { try EvaluationHTML.checkDestination(report) }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let report = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
+            let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
+            let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {
-                print(jsonString(report.json), terminator: "")
+                print(jsonString(result.json), terminator: "")
+                // stdout stays pure JSON.
+                if let written { FileHandle.standardError.write(Data("wrote \(written)\n".utf8)) }
             } else {
-                print(report.text)
+                print(result.text)
+                if let written { print("wrote \(written)") }
             }
         }
     }

@@ -407,7 +407,7 @@ final class FinetuneTests: XCTestCase {
 }
 
 /// Measured 90.7% (68/75) with the default L-BFGS head: see
-/// testPretrainedBackboneBeatsUntrainedBackbone. One image below it still passes, because
+/// testPretrainedVersusUntrainedBackbone. One image below it still passes, because
 /// oneDNN's features may differ in the last bits on another CPU and move a borderline image.
 private let PRETRAINED_THRESHOLD = 0.89
 

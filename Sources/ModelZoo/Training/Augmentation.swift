@@ -2,7 +2,7 @@ import Foundation
 
 /// Random training views of an image, as torchvision's usual training transforms draw them:
 /// RandomResizedCrop(size, scale, ratio) then RandomHorizontalFlip(0.5). Each view is a pure
-/// function of (seed, image path, view number), so the cached features do not depend on the
+/// function of (seed, class folder and file name, view number), so the cached features do not depend on the
 /// order or batching of the images and a rerun reproduces them.
 public struct Augmentation: Sendable, Equatable {
     /// Views per training image.
@@ -25,8 +25,11 @@ public struct Augmentation: Sendable, Equatable {
     }
 
     /// The crop and flip of view `view` of the image at `path`, `width` x `height` pixels.
+    /// Only the class folder and file name enter the draw, so the same data reached by a
+    /// relative or an absolute path, or moved elsewhere, gives the same views.
     public func draw(path: String, view: Int, width: Int, height: Int) -> (crop: CropBox, flip: Bool) {
-        var generator = SplitMix64(seed: seed ^ FNV1a.hash(path) ^ (0x5649_4557 &* UInt64(view + 1)))  // "VIEW"
+        let name = path.split(separator: "/").suffix(2).joined(separator: "/")
+        var generator = SplitMix64(seed: seed ^ FNV1a.hash(name) ^ (0x5649_4557 &* UInt64(view + 1)))  // "VIEW"
         let crop = Self.randomResizedCrop(width: width, height: height, scale: scale, ratio: ratio, &generator)
         return (crop, flip && generator.nextUniform() < 0.5)
     }

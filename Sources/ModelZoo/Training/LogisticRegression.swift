@@ -104,7 +104,7 @@ public struct LogisticRegression {
     /// on the Armijo condition. Stops when the largest gradient component is at most
     /// `gradientTolerance`, or after `maxIterations`.
     public static func minimize(from start: [Double], memory: Int = 10, maxIterations: Int = 1000,
-                                gradientTolerance: Double = 1e-7,
+                                gradientTolerance: Double = 1e-6,
                                 _ f: ([Double]) -> (value: Double, gradient: [Double])) -> Minimum {
         var x = start
         var (fx, g) = f(x)

@@ -63,7 +63,7 @@ struct Finetune: ParsableCommand {
     var valSplit: Double = 0.2
     @Option(name: .customLong("train-last"), help: "Also train this many layers with parameters before the head.")
     var trainLast: Int = 0
-    @Option(help: "Seed for the head's initial weights, the shuffles and the validation split.")
+    @Option(help: "Seed for the validation split, the augmented views and (SGD) the head's initial weights and shuffles.")
     var seed: UInt64 = 0
     @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
     var strict = false

@@ -263,6 +263,11 @@ public enum HeadFitter {
         guard !grid.isEmpty, grid.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw ZooError.invalidArgument("the C grid must hold positive numbers")
         }
+        // The standardised copy is Double: refuse sizes that cannot be held before allocating.
+        guard let cells = checkedElementCount([rows.count + (validation?.paths.count ?? 0), train.dimension]),
+              cells <= Int.max / 8 else {
+            throw ZooError.invalidArgument("\(rows.count) rows of \(train.dimension) features do not fit in memory")
+        }
         let (mean, scale) = standardisation(train, rows: rows)
         let trainProblem = problem(train, classes: classes, mean: mean, scale: scale)
         let valProblem = validation.flatMap { $0.usableIndices.isEmpty ? nil : problem($0, classes: classes, mean: mean, scale: scale) }

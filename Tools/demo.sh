@@ -18,6 +18,6 @@ run inspect Fixtures/lenet/lenet5_digits.h5
 run verify Fixtures/lenet/lenet5_digits.weights.h5
 run verify Fixtures/lenet/lenet5_digits.onnx --arch lenet5-classic || echo "(exit $?: the graph's ReLU and max pooling contradict the 1998 form)"
 run predict --weights Fixtures/lenet/lenet5_digits.onnx --top 2 Fixtures/digits_samples/digit_7_1496.png Fixtures/digits_samples/digit_3_0744_rgb64.jpg
-run finetune --weights Fixtures/lenet/lenet5_digits04.onnx --data Fixtures/digits59 --out "$out/digits59.safetensors" --epochs 30 --lr 0.03
-run evaluate --weights "$out/digits59.safetensors" --data Fixtures/digits59
+run finetune --weights Fixtures/lenet/lenet5_digits04.onnx --data Fixtures/digits59 --out "$out/digits59.safetensors"
+run evaluate --weights "$out/digits59.safetensors" --data Fixtures/digits59 --report "$out/report"
 run predict --weights "$out/digits59.safetensors" --top 2 Fixtures/digits_samples/digit_8_0500.png

@@ -28,9 +28,14 @@ struct Finetune: ParsableCommand {
             DATA holds one subfolder per class of JPEG or PNG images; if it has train/ and val/ \
             subfolders (each with one folder per class) they are used, otherwise --val-split of each \
             class is held out. The backbone is frozen: its features are computed once and cached beside \
-            OUT (OUT.features-<key>.bin). --train-last K also trains the K layers with parameters before \
-            the head (Linear, Conv, BatchNorm, pooling; in plain Swift, meant for small networks). The best epoch by \
-            validation accuracy is written to OUT, in the format its extension names, with the class names.
+            OUT (OUT.features-<key>.bin). By default the new head is fitted as a multinomial logistic \
+            regression (L-BFGS on standardised features, C chosen on the validation images from a short \
+            grid), with nothing to tune. --optimizer sgd trains it by SGD instead (--epochs, --lr, --batch, \
+            --weight-decay; giving any of them selects SGD), and so does --train-last K, which also trains \
+            the K layers with parameters before the head (Linear, Conv, BatchNorm, pooling; in plain Swift, \
+            meant for small networks); the best epoch by validation accuracy is kept. --augment N trains on \
+            N random resized crops (and flips, unless --no-flip) of each training image. OUT is written in \
+            the format its extension names, with the class names.
             """)
 
     @OptionGroup var source: ModelOptions
@@ -38,19 +43,27 @@ struct Finetune: ParsableCommand {
     var data: String
     @Option(help: "Where to write the fine-tuned model (.safetensors, .onnx, .h5, .weights.h5).")
     var out: String
-    @Option(help: "Passes over the training images.")
-    var epochs: Int = 30
-    @Option(help: "Images per SGD step.")
-    var batch: Int = 32
-    @Option(help: "Initial learning rate (cosine decay to 0).")
-    var lr: Double = 0.01
-    @Option(name: .customLong("weight-decay"), help: "L2 weight decay on weights (not biases).")
-    var weightDecay: Double = 1e-4
+    @Option(help: "lbfgs (the head as a logistic regression; the default without --train-last) or sgd.")
+    var optimizer: OptimizerChoice?
+    @Option(help: "SGD: passes over the training images (default 30).")
+    var epochs: Int?
+    @Option(help: "SGD: images per step (default 32).")
+    var batch: Int?
+    @Option(help: "SGD: initial learning rate, cosine decay to 0 (default 0.01).")
+    var lr: Double?
+    @Option(name: .customLong("weight-decay"), help: "SGD: L2 weight decay on weights, not biases (default 1e-4).")
+    var weightDecay: Double?
+    @Option(help: "Train on N random resized crops of each training image (features cached per view).")
+    var augment: Int?
+    @Flag(name: .customLong("no-flip"), help: "With --augment: no horizontal flips (for digits, text, ...).")
+    var noFlip = false
+    @Option(name: .customLong("export-features"), help: .hidden)
+    var exportFeatures: String?
     @Option(name: .customLong("val-split"), help: "Share of each class held out for validation when DATA has no train/ and val/.")
     var valSplit: Double = 0.2
     @Option(name: .customLong("train-last"), help: "Also train this many layers with parameters before the head.")
     var trainLast: Int = 0
-    @Option(help: "Seed for the head's initial weights, the shuffles and the validation split.")
+    @Option(help: "Seed for the validation split, the augmented views and (SGD) the head's initial weights and shuffles.")
     var seed: UInt64 = 0
     @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
     var strict = false
@@ -64,10 +77,26 @@ struct Finetune: ParsableCommand {
     func run() throws {
         try reportingErrors {
             var options = FineTuner.Options(weightsPath: source.weights, architecture: source.arch, dataPath: data, outputPath: out)
-            options.hyper.epochs = epochs
-            options.hyper.batch = batch
-            options.hyper.learningRate = lr
-            options.hyper.weightDecay = weightDecay
+            let sgdOptions = [("--epochs", epochs != nil), ("--batch", batch != nil), ("--lr", lr != nil),
+                              ("--weight-decay", weightDecay != nil)].filter(\.1).map(\.0)
+            switch optimizer {
+            case .lbfgs?:
+                guard sgdOptions.isEmpty else {
+                    throw ZooError.invalidArgument("\(sgdOptions.joined(separator: ", ")) set SGD; --optimizer lbfgs has no "
+                                                   + "learning rate or epochs (drop them, or use --optimizer sgd)")
+                }
+                options.optimizer = .lbfgs
+            case .sgd?: options.optimizer = .sgd
+            // Scripts that set a learning rate or epochs mean SGD: keep them working as they did.
+            case nil: options.optimizer = sgdOptions.isEmpty && trainLast == 0 ? nil : .sgd
+            }
+            if noFlip && augment == nil { throw ZooError.invalidArgument("--no-flip applies to --augment N") }
+            if let augment { options.augmentation = Augmentation(views: augment, flip: !noFlip) }
+            options.exportFeatures = exportFeatures
+            options.hyper.epochs = epochs ?? options.hyper.epochs
+            options.hyper.batch = batch ?? options.hyper.batch
+            options.hyper.learningRate = lr ?? options.hyper.learningRate
+            options.hyper.weightDecay = weightDecay ?? options.hyper.weightDecay
             options.hyper.seed = seed
             options.validationFraction = valSplit
             options.trainLast = trainLast
@@ -80,6 +109,10 @@ struct Finetune: ParsableCommand {
                 log: printFlushed, warn: printWarning, extractionProgress: extractionCounter()))
         }
     }
+}
+
+enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
+    case lbfgs, sgd
 }
 
 struct Evaluate: ParsableCommand {
@@ -101,17 +134,24 @@ struct Evaluate: ParsableCommand {
     var strict = false
     @Option(help: "text or json.")
     var format: OutputFormat = .text
+    @Option(help: "Also write an HTML page to DIR/index.html: the confusion matrix as a heat map, per-class accuracy, and the misclassified images.")
+    var report: String?
 
     func run() throws {
         try reportingErrors {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+            if let report { try EvaluationHTML.checkDestination(report) }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let report = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
+            let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
+            let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {
-                print(jsonString(report.json), terminator: "")
+                print(jsonString(result.json), terminator: "")
+                // stdout stays pure JSON.
+                if let written { FileHandle.standardError.write(Data("wrote \(written)\n".utf8)) }
             } else {
-                print(report.text)
+                print(result.text)
+                if let written { print("wrote \(written)") }
             }
         }
     }

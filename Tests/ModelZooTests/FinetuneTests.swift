@@ -23,12 +23,19 @@ final class FinetuneTests: XCTestCase {
 
     func path(_ name: String) -> String { scratch.appendingPathComponent(name).path }
 
-    /// The settings the README and the figures below use.
+    /// The defaults (an L-BFGS logistic-regression head), as a no-option `zoo finetune` runs.
     func options(weights: String, out: String, data: String? = nil) -> FineTuner.Options {
         var o = FineTuner.Options(weightsPath: weights, dataPath: data ?? digits, outputPath: out)
+        o.threads = 1
+        return o
+    }
+
+    /// SGD with the settings the README's SGD example uses.
+    func sgdOptions(weights: String, out: String, data: String? = nil) -> FineTuner.Options {
+        var o = options(weights: weights, out: out, data: data)
+        o.optimizer = .sgd
         o.hyper.epochs = 40
         o.hyper.learningRate = 0.03
-        o.threads = 1
         return o
     }
 
@@ -53,52 +60,79 @@ final class FinetuneTests: XCTestCase {
 
     // MARK: - It learns
 
-    /// The pretrained 0-4 backbone, frozen up to fc2, with a new fc3 for 5-9: 93.3% on the 75
-    /// held-out val images (the Python reference, Adam on the same cut: 89.3%). An untrained
-    /// backbone initialised as torch.nn does (uniform +-1/sqrt(fan_in)) through the same
-    /// pipeline: 53.3%. A He-scaled random backbone (`RandomWeights`) is NOT beaten on this easy
-    /// set: its random features reach 89.3% here, 88-95% across seeds (see the README); the test pins that
-    /// finding as well, so a change that alters it is noticed.
-    func testPretrainedBackboneBeatsUntrainedBackbone() throws {
+    /// The pretrained 0-4 backbone, frozen up to fc2, with a new fc3 for 5-9 fitted by the
+    /// default (L-BFGS logistic regression, C chosen on val): 90.7% (68/75) on the held-out
+    /// val images, where SGD at its old defaults (30 epochs, lr 0.01) gave 88.0-89.3% across
+    /// seeds 0-3 and SGD at 40 epochs, lr 0.03 gave 93.3% (one seed; the best epoch picked on
+    /// the same val images). scikit-learn on the same features and grid: 90.7% as well
+    /// (testHeadFitAgreesWithScikitLearn).
+    ///
+    /// What the convex fit changed: an untrained backbone initialised as torch.nn does
+    /// reached 53.3% with SGD (its fc2 outputs are tiny, and SGD at lr 0.03 barely moves a
+    /// head on them), but the standardised logistic regression reaches 90.7% on the very same
+    /// features, as do He-scaled random features (`RandomWeights`, 90.7%). So on this easy
+    /// set the 0-4 backbone's fc2 is no better than random ReLU projections of the digits once
+    /// the head is fitted properly; the test pins both findings so a change is noticed.
+    func testPretrainedVersusUntrainedBackbone() throws {
         let result = try FineTuner.run(options(weights: pretrained, out: path("pre.safetensors")), callbacks: quiet())
         let pre = try XCTUnwrap(result.bestValidationAccuracy)
+        XCTAssertEqual(result.optimizer, .lbfgs)
         XCTAssertEqual(result.classNames, ["5", "6", "7", "8", "9"])
         XCTAssertEqual(result.featureLayer, "fc2")
         XCTAssertEqual(result.trainImages, 150)
         XCTAssertEqual(result.validationImages, 75)
+        XCTAssertEqual(try XCTUnwrap(result.headFit).chosenPoint.c, 1)
 
         let net = try ArchitectureRegistry.find("lenet5").resolve(classes: 5)
-        func accuracy(backbone weights: [String: Tensor], _ name: String) throws -> Double {
+        func accuracy(backbone weights: [String: Tensor], _ name: String, sgd: Bool = false) throws -> Double {
             let weightsPath = path(name + ".safetensors")
-            _ = try ModelWriter.write(net, weights: weights, classNames: nil, to: weightsPath, format: .safetensors,
-                                      producer: "test")
-            let run = try FineTuner.run(options(weights: weightsPath, out: path(name + "-tuned.safetensors")),
-                                        callbacks: quiet())
-            return try XCTUnwrap(run.bestValidationAccuracy)
+            if !FileManager.default.fileExists(atPath: weightsPath) {
+                _ = try ModelWriter.write(net, weights: weights, classNames: nil, to: weightsPath, format: .safetensors,
+                                          producer: "test")
+            }
+            let out = path(name + (sgd ? "-sgd" : "-lbfgs") + ".safetensors")
+            let o = sgd ? sgdOptions(weights: weightsPath, out: out) : options(weights: weightsPath, out: out)
+            return try XCTUnwrap(try FineTuner.run(o, callbacks: quiet()).bestValidationAccuracy)
         }
         let untrained = try accuracy(backbone: torchDefaultWeights(net, seed: 0), "untrained")
+        let untrainedSGD = try accuracy(backbone: torchDefaultWeights(net, seed: 0), "untrained", sgd: true)
         let heRandom = try accuracy(backbone: RandomWeights.make(net, seed: 7), "he-random")
-        print(String(format: "digits 5-9 val accuracy: pretrained 0-4 backbone %.1f%%, untrained (torch init) %.1f%%, "
-                        + "He-scaled random %.1f%%", pre * 100, untrained * 100, heRandom * 100))
+        print(String(format: "digits 5-9 val accuracy: pretrained 0-4 backbone %.1f%%, untrained (torch init) %.1f%% "
+                        + "(SGD: %.1f%%), He-scaled random %.1f%%", pre * 100, untrained * 100, untrainedSGD * 100,
+                     heRandom * 100))
         XCTAssertGreaterThanOrEqual(pre, PRETRAINED_THRESHOLD)
-        XCTAssertLessThanOrEqual(untrained, pre - 0.2, "the pretrained backbone should win by 20 points or more")
-        XCTAssertGreaterThanOrEqual(heRandom, 0.8, "random He-scaled features are strong on these digits")
+        XCTAssertLessThanOrEqual(untrainedSGD, 0.6, "SGD cannot use the untrained backbone's tiny features")
+        XCTAssertGreaterThanOrEqual(untrained, 0.85, "the standardised convex fit can")
+        XCTAssertGreaterThanOrEqual(heRandom, 0.85, "random He-scaled features are strong on these digits")
 
-        // The written file's accuracy on val, measured independently by the evaluator.
+        // The written file's accuracy on val, measured independently by the evaluator: the
+        // standardisation folded into fc3 leaves a plain Linear layer on raw fc2 features.
         let model = try ModelLoader.load(path: path("pre.safetensors"))
         XCTAssertEqual(model.classNames, ["5", "6", "7", "8", "9"])
+        XCTAssertEqual(Set(model.weights.keys), Set(try ModelLoader.load(path: pretrained).weights.keys))
         let report = try Evaluator.evaluate(model: model, dataPath: digits, threads: 1, warn: { _ in })
         XCTAssertEqual(report.images, 75)
         XCTAssertEqual(report.accuracy, pre, accuracy: 1e-9)
         XCTAssertEqual(report.confusion.flatMap { $0 }.reduce(0, +), 75)
+        XCTAssertEqual(report.misclassified.count, 75 - report.correct)
+    }
+
+    /// The old default, kept as `--optimizer sgd`: at 40 epochs and lr 0.03 it still learns.
+    func testSGDHeadStillLearns() throws {
+        let result = try FineTuner.run(sgdOptions(weights: pretrained, out: path("sgd.safetensors")), callbacks: quiet())
+        XCTAssertEqual(result.optimizer, .sgd)
+        XCTAssertNil(result.headFit)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(result.bestValidationAccuracy), 0.88)
     }
 
     /// Training fc2 as well (its gradients through ReLU), on features at fc1's output.
     func testTrainLastAlsoTrainsEarlierLayers() throws {
-        var o = options(weights: pretrained, out: path("tl.safetensors"))
+        var o = sgdOptions(weights: pretrained, out: path("tl.safetensors"))
+        o.optimizer = nil  // --train-last alone selects SGD
         o.trainLast = 1
         o.hyper.epochs = 15
         let result = try FineTuner.run(o, callbacks: quiet())
+        XCTAssertEqual(result.optimizer, .sgd)
         XCTAssertEqual(result.featureLayer, "fc1")
         XCTAssertEqual(result.trainedLayers, ["fc2", "fc3"])
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(result.bestValidationAccuracy), 0.9)
@@ -372,8 +406,10 @@ final class FinetuneTests: XCTestCase {
     }
 }
 
-/// Measured 93.3% with these settings: see testPretrainedBackboneBeatsUntrainedBackbone.
-private let PRETRAINED_THRESHOLD = 0.88
+/// Measured 90.7% (68/75) with the default L-BFGS head: see
+/// testPretrainedVersusUntrainedBackbone. One image below it still passes, because
+/// oneDNN's features may differ in the last bits on another CPU and move a borderline image.
+private let PRETRAINED_THRESHOLD = 0.89
 
 /// Weights as an untrained torch.nn model has them: every weight and bias uniform in
 /// +-1/sqrt(fan_in) (Conv2d and Linear's default reset_parameters).

@@ -81,3 +81,61 @@ public enum ImagePreprocessor {
         return RGBImage(width: w, height: h, pixels: out)
     }
 }
+
+extension ImagePreprocessor {
+    /// A training view as torchvision's RandomResizedCrop + RandomHorizontalFlip make it:
+    /// the `crop` rectangle of the original image, resized to the input size (no Resize 256
+    /// first), mirrored when `flip`, then scaled and normalised as the convention says.
+    public static func augmentedTensorData(_ image: RGBImage, for convention: Architecture.Preprocessing, size: Size2,
+                                           channels: Int, crop: CropBox, flip: Bool) -> [Float] {
+        let x0 = max(0, min(crop.x, image.width - 1)), y0 = max(0, min(crop.y, image.height - 1))
+        let w = max(1, min(crop.width, image.width - x0)), h = max(1, min(crop.height, image.height - y0))
+        var cut = [UInt8](repeating: 0, count: w * h * 3)
+        for y in 0..<h {
+            let from = 3 * ((y0 + y) * image.width + x0)
+            cut.replaceSubrange((3 * y * w)..<(3 * (y + 1) * w), with: image.pixels[from..<(from + 3 * w)])
+        }
+        var view = resize(RGBImage(width: w, height: h, pixels: cut), width: size.w, height: size.h)
+        if flip {
+            var mirrored = view.pixels
+            for y in 0..<size.h {
+                for x in 0..<size.w {
+                    for c in 0..<3 { mirrored[3 * (y * size.w + x) + c] = view.pixels[3 * (y * size.w + size.w - 1 - x) + c] }
+                }
+            }
+            view = RGBImage(width: size.w, height: size.h, pixels: mirrored)
+        }
+        let plane = size.h * size.w
+        switch convention {
+        case .grayscaleUnit:
+            var out = [Float](repeating: 0, count: plane * channels)
+            for i in 0..<plane {
+                let grey = (0.299 * Float(view.pixels[3 * i]) + 0.587 * Float(view.pixels[3 * i + 1])
+                            + 0.114 * Float(view.pixels[3 * i + 2])) / 255
+                for c in 0..<channels { out[c * plane + i] = grey }
+            }
+            return out
+        case .torchvision, .caffe:
+            var out = [Float](repeating: 0, count: 3 * plane)
+            for i in 0..<plane {
+                let r = Float(view.pixels[3 * i]), g = Float(view.pixels[3 * i + 1]), b = Float(view.pixels[3 * i + 2])
+                if convention == .torchvision {
+                    out[i] = (r / 255 - 0.485) / 0.229
+                    out[plane + i] = (g / 255 - 0.456) / 0.224
+                    out[2 * plane + i] = (b / 255 - 0.406) / 0.225
+                } else {
+                    out[i] = b - 103.939
+                    out[plane + i] = g - 116.779
+                    out[2 * plane + i] = r - 123.68
+                }
+            }
+            return out
+        }
+    }
+}
+
+/// A rectangle of an image, in pixels from the top-left corner.
+public struct CropBox: Sendable, Equatable {
+    public let x: Int, y: Int, width: Int, height: Int
+    public init(x: Int, y: Int, width: Int, height: Int) { self.x = x; self.y = y; self.width = width; self.height = height }
+}

@@ -9,6 +9,16 @@ public struct EvaluationReport: Sendable {
         public var accuracy: Double { images == 0 ? 0 : Double(correct) / Double(images) }
     }
 
+    /// An image the model got wrong.
+    public struct Mistake: Sendable {
+        public let path: String
+        /// Model class names (as in `classNames`).
+        public let truth: String
+        public let predicted: String
+        /// Softmax probability of the predicted class.
+        public let confidence: Double
+    }
+
     /// The model's class names (or "class i"): the confusion matrix's rows and columns.
     public let classNames: [String]
     /// confusion[true][predicted], over the model's classes.
@@ -18,13 +28,17 @@ public struct EvaluationReport: Sendable {
     public let images: Int
     public let correct: Int
     public let skipped: [String]
+    /// Every misclassified image, in the data's order.
+    public let misclassified: [Mistake]
     public var accuracy: Double { images == 0 ? 0 : Double(correct) / Double(images) }
 
     public var json: [String: Any] {
         ["accuracy": accuracy, "images": images, "correct": correct, "classes": classNames,
          "per_class": perClass.map { ["class": $0.name, "images": $0.images, "correct": $0.correct,
                                       "accuracy": $0.accuracy] as [String: Any] },
-         "confusion": confusion, "skipped": skipped]
+         "confusion": confusion, "skipped": skipped,
+         "misclassified": misclassified.map { ["path": $0.path, "true": $0.truth, "predicted": $0.predicted,
+                                               "confidence": $0.confidence] as [String: Any] }]
     }
 
     public var text: String {
@@ -75,19 +89,28 @@ public enum Evaluator {
         var perClassImages = [Int](repeating: 0, count: folder.classNames.count)
         var perClassCorrect = perClassImages
         var correct = 0
+        var mistakes: [EvaluationReport.Mistake] = []
         for row in logits.usableIndices {
             let truth = outputIndex[samples[row].label]
             let predicted = TailTrainer.argmax(logits.values, row: row, width: classes)
             confusion[truth][predicted] += 1
             perClassImages[samples[row].label] += 1
-            if predicted == truth { perClassCorrect[samples[row].label] += 1; correct += 1 }
+            if predicted == truth {
+                perClassCorrect[samples[row].label] += 1; correct += 1
+            } else {
+                let out = logits.values[(row * classes)..<((row + 1) * classes)].map(Double.init)
+                let top = out.max() ?? 0
+                let sum = out.reduce(0) { $0 + exp($1 - top) }
+                mistakes.append(.init(path: samples[row].path, truth: modelNames[truth], predicted: modelNames[predicted],
+                                      confidence: exp(out[predicted] - top) / sum))
+            }
         }
         let perClass = folder.classNames.indices.map {
             EvaluationReport.ClassResult(name: folder.classNames[$0], images: perClassImages[$0], correct: perClassCorrect[$0])
         }
         return EvaluationReport(classNames: modelNames, confusion: confusion, perClass: perClass,
                                 images: logits.usableIndices.count, correct: correct,
-                                skipped: logits.skipped.keys.sorted().map { samples[$0].path })
+                                skipped: logits.skipped.keys.sorted().map { samples[$0].path }, misclassified: mistakes)
     }
 
     /// Model output index of each class folder. Without stored names, folders named 0, 1, ...

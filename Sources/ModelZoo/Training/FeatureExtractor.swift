@@ -24,6 +24,8 @@ public final class FeatureExtractor {
         /// Refuse unreadable images instead of skipping them.
         public var strict = false
         public var preprocessing: Architecture.Preprocessing?
+        /// How rows with a view number are drawn (rows without one are centre views).
+        public var augmentation: Augmentation?
         public init() {}
     }
 
@@ -48,25 +50,37 @@ public final class FeatureExtractor {
         self.preprocessing = options.preprocessing ?? plan.source.architecture.preprocessing
     }
 
-    /// Extracts features of `paths`, reusing `cacheBase + ".features-<key>.bin"` when it
-    /// matches the weights file, the cut, the preprocessing and every image's path, size and
-    /// modification time. `warn` gets one message per skipped image; `progress` gets
-    /// (done, total) after each batch.
-    public func extract(paths: [String], labels: [Int], weightsPath: String, cacheBase: String?,
+    /// Extracts features of `paths` (one row each; a path may repeat with other `views`),
+    /// reusing `cacheBase + ".features-<key>.bin"` when it matches the weights file, the cut,
+    /// the preprocessing, the augmentation and every row's image (path, size and
+    /// modification time) and view. A row's view is nil for the evaluation view (the
+    /// preprocessing's centre crop) or the number of an augmented view. `warn` gets one
+    /// message per skipped image; `progress` gets (done, total) after each batch.
+    public func extract(paths: [String], labels: [Int], views: [Int?]? = nil, weightsPath: String, cacheBase: String?,
                         warn: (String) -> Void, progress: ((Int, Int) -> Void)? = nil) throws -> Result {
-        let cachePath = cacheBase.map { $0 + ".features-" + cacheKey(paths: paths, labels: labels, weightsPath: weightsPath) + ".bin" }
+        let views = views ?? [Int?](repeating: nil, count: paths.count)
+        guard views.count == paths.count else {
+            throw ZooError.invalidArgument("\(views.count) views given for \(paths.count) images")
+        }
+        if views.contains(where: { $0 != nil }), options.augmentation == nil {
+            throw ZooError.invalidArgument("augmented views requested without augmentation settings")
+        }
+        let cachePath = cacheBase.map {
+            $0 + ".features-" + cacheKey(paths: paths, labels: labels, views: views, weightsPath: weightsPath) + ".bin"
+        }
         if let cachePath, let cached = FeatureCache.read(path: cachePath, dimension: plan.featureShape.count,
                                                           paths: paths, labels: labels) {
             if options.strict, let (index, reason) = cached.skipped.min(by: { $0.key < $1.key }) {
                 throw ZooError.unreadableFile(path: paths[index], reason: reason)
             }
-            for index in cached.skipped.keys.sorted() {
+            var warned = Set<String>()
+            for index in cached.skipped.keys.sorted() where warned.insert(paths[index]).inserted {
                 warn("skipping \(paths[index]): \(cached.skipped[index] ?? "unreadable")")
             }
             return Result(features: cached, cachePath: cachePath, fromCache: true, imagesPerSecond: 0)
         }
         let start = DispatchTime.now().uptimeNanoseconds
-        let features = try compute(paths: paths, labels: labels, warn: warn, progress: progress)
+        let features = try compute(paths: paths, labels: labels, views: views, warn: warn, progress: progress)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         if let cachePath {
             // A cache that cannot be written costs only time on the next run: warn and go on.
@@ -76,7 +90,7 @@ public final class FeatureExtractor {
                       imagesPerSecond: Double(paths.count) / max(seconds, 1e-9))
     }
 
-    func compute(paths: [String], labels: [Int], warn: (String) -> Void,
+    func compute(paths: [String], labels: [Int], views: [Int?], warn: (String) -> Void,
                  progress: ((Int, Int) -> Void)?) throws -> FeatureSet {
         let input = plan.source.input
         let dimension = plan.featureShape.count
@@ -89,6 +103,10 @@ public final class FeatureExtractor {
         let network = plan.cutIndex == 0 ? nil
             : try Network(plan.backbone, weights: weights, batch: batch, threads: options.threads)
         var batchInput = [Float](repeating: 0, count: batch * input.count)
+        // Augmented views of one image are consecutive rows: decode it once for all of them.
+        var lastDecoded: (path: String, image: Swift.Result<RGBImage, Error>)? = nil
+        var warned = Set<String>()
+        let size = Size2(input.h, input.w)
         var start = 0
         while start < paths.count {
             let end = min(start + batch, paths.count)
@@ -97,15 +115,24 @@ public final class FeatureExtractor {
                 var image: [Float]? = nil
                 if index < end {
                     do {
-                        let decoded = try ImageDecoder.decode(path: paths[index])
-                        image = ImagePreprocessor.tensorData(decoded, for: preprocessing, size: Size2(input.h, input.w),
-                                                             channels: input.c)
+                        let path = paths[index]
+                        if lastDecoded?.path != path {
+                            lastDecoded = (path, Swift.Result { try ImageDecoder.decode(path: path) })
+                        }
+                        guard let decoded = try lastDecoded?.image.get() else { throw ZooError.unreadableFile(path: path, reason: "not decoded") }
+                        if let view = views[index], let augmentation = options.augmentation {
+                            let drawn = augmentation.draw(path: path, view: view, width: decoded.width, height: decoded.height)
+                            image = ImagePreprocessor.augmentedTensorData(decoded, for: preprocessing, size: size, channels: input.c,
+                                                                          crop: drawn.crop, flip: drawn.flip)
+                        } else {
+                            image = ImagePreprocessor.tensorData(decoded, for: preprocessing, size: size, channels: input.c)
+                        }
                     } catch {
                         if options.strict { throw error }
                         let reason: String
                         if case let ZooError.unreadableFile(_, why) = error { reason = why } else { reason = "\(error)" }
                         skipped[index] = reason
-                        warn("skipping \(paths[index]): \(reason)")
+                        if warned.insert(paths[index]).inserted { warn("skipping \(paths[index]): \(reason)") }
                     }
                 }
                 let offset = slot * input.count
@@ -133,12 +160,21 @@ public final class FeatureExtractor {
     }
 
     /// A hash of everything the features depend on: the weights file (path, size, mtime),
-    /// the architecture and cut, the input size and preprocessing, and every image.
-    func cacheKey(paths: [String], labels: [Int], weightsPath: String) -> String {
-        var text = "zoo-features-v1\n"
+    /// the architecture and cut, the input size and preprocessing, the augmentation, and
+    /// every row's image and view.
+    func cacheKey(paths: [String], labels: [Int], views: [Int?]? = nil, weightsPath: String) -> String {
+        var text = "zoo-features-v2\n"
         text += Self.fileStamp(weightsPath) + "\n"
         text += "\(plan.source.architecture.id) cut=\(plan.featureLayer) input=\(plan.source.input) pre=\(preprocessing.rawValue)\n"
-        for (path, label) in zip(paths, labels) { text += "\(label) \(Self.fileStamp(path))\n" }
+        let views = views ?? []
+        if views.contains(where: { $0 != nil }) { text += (options.augmentation?.key ?? "augment none") + "\n" }
+        var stamps: [String: String] = [:]
+        for (index, (path, label)) in zip(paths, labels).enumerated() {
+            let stamp = stamps[path] ?? Self.fileStamp(path)
+            stamps[path] = stamp
+            let view = index < views.count ? views[index].map { " view \($0)" } ?? "" : ""
+            text += "\(label) \(stamp)\(view)\n"
+        }
         return String(format: "%016llx", FNV1a.hash(text))
     }
 

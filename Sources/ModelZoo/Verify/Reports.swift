@@ -25,6 +25,11 @@ public struct InspectReport: Sendable {
 }
 
 public enum ReportRenderer {
+    /// Tensor names, producers and notes come from the file: control bytes in them (a
+    /// newline, a terminal escape) are shown as `\\xNN`, so each row stays one row and the
+    /// file cannot drive the user's terminal.
+    static func terminalSafe(_ line: String) -> String { ZooError.oneLine(line, Int.max) }
+
     public static func inspectText(_ r: InspectReport) -> String {
         var out = ["file: \(r.file)", "format: \(r.format.rawValue)"]
         if let p = r.producer { out.append("producer: \(p)") }
@@ -47,7 +52,7 @@ public enum ReportRenderer {
         }
         out.append("")
         out.append("\(r.tensors.count) tensors, \(grouped(r.totalElements)) values, \(grouped(r.totalBytes)) bytes")
-        return out.joined(separator: "\n") + "\n"
+        return out.map(terminalSafe).joined(separator: "\n") + "\n"
     }
 
     public static func inspectJSON(_ r: InspectReport) -> String {
@@ -85,7 +90,7 @@ public enum ReportRenderer {
             }
             if r.problems.count > 50 { out.append("  ... and \(r.problems.count - 50) more (see --format json)") }
         }
-        return out.joined(separator: "\n") + "\n"
+        return out.map(terminalSafe).joined(separator: "\n") + "\n"
     }
 
     public static func verifyJSON(_ r: VerifyReport) -> String {

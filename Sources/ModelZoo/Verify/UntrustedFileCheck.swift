@@ -23,7 +23,10 @@ public enum UntrustedFileCheck {
             _ = InspectReport.make(file)
             for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
             let (report, _) = try Verifier.verify(file, checkValues: true)
-            return outcome(report.ok ? 0 : 1, report.problems.first.map { "\($0.kind.rawValue): \($0.tensor)" } ?? "")
+            // The first line of what `zoo verify` prints for the first problem, as printed.
+            let text = ReportRenderer.verifyText(report).split(separator: "\n")
+            let problem = text.first { $0.hasPrefix("  ") }.map { String($0.dropFirst(2)) } ?? ""
+            return outcome(report.ok ? 0 : 1, problem)
         } catch {
             return outcome(2, "\(error)")
         }

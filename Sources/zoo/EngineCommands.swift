@@ -25,7 +25,8 @@ struct Run: ParsableCommand {
                 throw ZooError.badTensor(path: input, tensor: "input",
                                          reason: "expected [N, \(expected.map(String.init).joined(separator: ", "))], found \(x.shape)")
             }
-            let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: source.threads)
+            let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: source.threads,
+                                      precision: source.precision)
             let logits = try network.forward(x)
             try NPY.write(logits, to: output)
             print("\(model.report.architecture ?? "?"): wrote logits \(logits.shape) to \(output)")
@@ -58,7 +59,8 @@ struct Predict: ParsableCommand {
                 return p
             }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let predictor = try Predictor(model: model, preprocessing: convention, threads: source.threads)
+            let predictor = try Predictor(model: model, preprocessing: convention, threads: source.threads,
+                                          precision: source.precision)
             var results: [[String: Any]] = []
             for path in images {
                 let ranked = try predictor.classify(path: path, top: top)
@@ -86,22 +88,44 @@ struct Bench: ParsableCommand {
     var iterations: Int = 20
     @Option(help: "text or json.")
     var format: OutputFormat = .text
+    @Option(name: .customLong("compare-batches"),
+            help: "With --precision bf16: seeded random batches the outputs are compared with fp32 on.")
+    var compareBatches: Int = 4
 
     func run() throws {
         try reportingErrors {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             guard iterations >= 1 else { throw ZooError.invalidArgument("--iterations must be at least 1") }
+            guard compareBatches >= 1, compareBatches <= 1000 else {
+                throw ZooError.invalidArgument("--compare-batches must be between 1 and 1000")
+            }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads)
+            let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads,
+                                      precision: source.precision)
             let result = try network.benchmark(iterations: iterations, warmup: 3)
+            var check: PrecisionCheck?
+            if source.precision != .fp32 {
+                let inputs = (0..<compareBatches).map { RandomWeights.input(model.network, batch: batch, seed: 1000 + UInt64($0)) }
+                check = try PrecisionCheck.compare(model.network, weights: model.weights, precision: source.precision,
+                                                   inputs: inputs, source: "\(compareBatches * batch) random inputs",
+                                                   threads: source.threads)
+            }
             if format == .json {
-                print(jsonString(["architecture": model.report.architecture ?? NSNull(), "batch": result.batch,
-                                  "threads": result.threads, "iterations": result.iterations,
-                                  "ms_per_batch": result.msPerBatch, "median_ms_per_batch": result.medianMsPerBatch,
-                                  "min_ms_per_batch": result.minMsPerBatch, "images_per_second": result.imagesPerSecond,
-                                  "gflops": result.gflops]), terminator: "")
+                var root: [String: Any] = [
+                    "architecture": model.report.architecture ?? NSNull(), "batch": result.batch,
+                    "threads": result.threads, "iterations": result.iterations, "precision": source.precision.rawValue,
+                    "ms_per_batch": result.msPerBatch, "median_ms_per_batch": result.medianMsPerBatch,
+                    "min_ms_per_batch": result.minMsPerBatch, "images_per_second": result.imagesPerSecond,
+                    "gflops": result.gflops]
+                if let check {
+                    root["max_relative_logit_error"] = check.maxRelativeError
+                    root["top1_agreement"] = check.top1Agreement
+                    root["compared_inputs"] = check.inputs
+                }
+                print(jsonString(root), terminator: "")
             } else {
-                print("\(model.report.architecture ?? "?"): \(result)")
+                print("\(model.report.architecture ?? "?") [\(source.precision.rawValue)]: \(result)")
+                if let check { print(check) }
             }
         }
     }

@@ -104,6 +104,7 @@ struct Finetune: ParsableCommand {
             options.resume = resume
             options.cacheFeatures = !noCache
             options.threads = source.threads
+            options.precision = source.precision
             options.stopAfterEpochs = stopAfter
             _ = try FineTuner.run(options, callbacks: FineTuner.Callbacks(
                 log: printFlushed, warn: printWarning, extractionProgress: extractionCounter()))
@@ -142,7 +143,8 @@ struct Evaluate: ParsableCommand {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             if let report { try EvaluationHTML.checkDestination(report) }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads, strict: strict,
+            let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads,
+                                                precision: source.precision, strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
             let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {

@@ -75,6 +75,7 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension SummaryFormat: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// "224" or "240x320" into a size; anything else is a usage error.
 func parseSize(_ text: String) throws -> Size2 {
@@ -102,4 +103,6 @@ struct ModelOptions: ParsableArguments {
     var arch: String?
     @Option(help: "Worker threads (default: every core).")
     var threads: Int?
+    @Option(help: "fp32, or bf16: bfloat16 weights and activations with float32 accumulation and classifier (AVX512-BF16).")
+    var precision: Precision = .fp32
 }

@@ -23,10 +23,11 @@ enum DNNL {
 
     /// A memory descriptor for f32 data of the given dimensions and layout tag
     /// (`dnnl_format_tag_any` lets the primitive choose a blocked layout).
-    static func desc(_ dims: [Int], _ tag: dnnl_format_tag_t, layer: String) throws -> dnnl_memory_desc_t {
+    static func desc(_ dims: [Int], _ tag: dnnl_format_tag_t, type: dnnl_data_type_t = dnnl_f32,
+                     layer: String) throws -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
         let dims64 = dims.map { Int64($0) }
-        try check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims64, dnnl_f32, tag),
+        try check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims64, type, tag),
                   layer: layer, "memory descriptor \(dims)")
         return md
     }

@@ -15,8 +15,17 @@ import Foundation
 ///
 /// A `Network` owns preallocated buffers: run one `forward` at a time on it (compile one
 /// network per thread for concurrent use).
+/// The arithmetic a compiled network uses.
+public enum Precision: String, Sendable, CaseIterable, Codable {
+    /// float32 throughout.
+    case fp32
+    /// bfloat16 weights and activations, float32 accumulation, float32 classifier.
+    case bf16
+}
+
 public final class Network {
     public let resolved: ResolvedNetwork
+    public let precision: Precision
     public let batch: Int
     /// Worker threads every forward pass asks OpenMP for.
     public let threads: Int
@@ -28,7 +37,8 @@ public final class Network {
 
     private let program: CompiledProgram
 
-    public init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil) throws {
+    public init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil,
+                precision: Precision = .fp32) throws {
         guard batch >= 1, batch <= 65536 else {
             throw ZooError.invalidArgument("batch size must be between 1 and 65536, got \(batch)")
         }
@@ -37,10 +47,11 @@ public final class Network {
         }
         try Self.checkMemory(net, batch: batch)
         self.resolved = net
+        self.precision = precision
         self.batch = batch
         self.threads = threads ?? EngineEnvironment.defaultThreads()
         OpenMPRuntime.setThreads(self.threads)
-        let compiler = try NetworkCompiler(net: net, weights: weights, batch: batch)
+        let compiler = try NetworkCompiler(net: net, weights: weights, batch: batch, precision: precision)
         self.program = try compiler.compile()
         self.outputShape = program.outputShape
         self.kernels = compiler.kernels

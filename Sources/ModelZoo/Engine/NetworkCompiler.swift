@@ -47,10 +47,17 @@ final class NetworkCompiler {
     /// conv name -> the BatchNorm folded into it.
     private var foldedBatchNorm: [String: ResolvedLayer] = [:]
 
-    init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int) throws {
+    let precision: Precision
+    /// What convolutions, pools, normalisations and hidden FC layers compute in: bfloat16
+    /// activations and weights with float32 accumulation under `.bf16` (AVX512-BF16), float32
+    /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.
+    private var activationType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
+
+    init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int, precision: Precision = .fp32) throws {
         self.net = net
         self.weights = weights
         self.batch = batch
+        self.precision = precision
         var engine: dnnl_engine_t?
         try DNNL.check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
         guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
@@ -377,8 +384,9 @@ final class NetworkCompiler {
                                             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: value.memory)], layer: layer))
     }
 
-    private func anyDesc(_ dims: [Int], layer: String) throws -> dnnl_memory_desc_t {
-        try DNNL.desc(dims, dnnl_format_tag_any, layer: layer)
+    /// A descriptor whose layout the primitive chooses, in float32 or in the compute type.
+    private func anyDesc(_ dims: [Int], computeType: Bool = false, layer: String) throws -> dnnl_memory_desc_t {
+        try DNNL.desc(dims, dnnl_format_tag_any, type: computeType ? activationType : dnnl_f32, layer: layer)
     }
 
     private func fourDimensional(_ value: Value, layer: String) throws -> [Int] {
@@ -422,10 +430,10 @@ final class NetworkCompiler {
         let plainWeightDims = g > 1
             ? [g, spec.outChannels / g, c / g, spec.kernel.h, spec.kernel.w]
             : [spec.outChannels, c, spec.kernel.h, spec.kernel.w]
-        var srcMD = try anyDesc(input, layer: name)
-        var weightMD = try anyDesc(plainWeightDims, layer: name)
+        var srcMD = try anyDesc(input, computeType: true, layer: name)
+        var weightMD = try anyDesc(plainWeightDims, computeType: true, layer: name)
         var biasMD = try anyDesc([spec.outChannels], layer: name)
-        var dstMD = try target?.md ?? anyDesc([n, output.c, output.h, output.w], layer: name)
+        var dstMD = try target?.md ?? anyDesc([n, output.c, output.h, output.w], computeType: true, layer: name)
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
         let padAfter: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
@@ -614,7 +622,7 @@ final class NetworkCompiler {
                                                                 : dnnl_pooling_avg_exclude_padding
         }
         var srcMD = source.md
-        var dstMD = try anyDesc([input[0], output.c, output.h, output.w], layer: name)
+        var dstMD = try anyDesc([input[0], output.c, output.h, output.w], computeType: true, layer: name)
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let kernel: [Int64] = [Int64(spec.kernel.h), Int64(spec.kernel.w)]
         let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
@@ -668,10 +676,12 @@ final class NetworkCompiler {
         let input = DNNL.dims(of: source.md)
         let n = input[0]
         let weightDims = [outFeatures] + input.dropFirst()
-        var srcMD = try anyDesc(input, layer: name)
-        var weightMD = try anyDesc(weightDims, layer: name)
+        // The classifier computes in float32: its logits are what users compare and rank.
+        let compute = resolved.layer.name != net.architecture.headLayer
+        var srcMD = try anyDesc(input, computeType: compute, layer: name)
+        var weightMD = try anyDesc(weightDims, computeType: compute, layer: name)
         var biasMD = try anyDesc([outFeatures], layer: name)
-        var dstMD = try anyDesc([n, outFeatures], layer: name)
+        var dstMD = try anyDesc([n, outFeatures], computeType: compute, layer: name)
         var descriptor = dnnl_inner_product_desc_t()
         try DNNL.check(dnnl_inner_product_forward_desc_init(&descriptor, dnnl_forward_inference,
                                                             &srcMD, &weightMD, &biasMD, &dstMD),

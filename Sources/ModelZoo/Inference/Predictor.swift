@@ -13,10 +13,11 @@ public final class Predictor {
     public let preprocessing: Architecture.Preprocessing
     private let network: Network
 
-    public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil) throws {
+    public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
+                precision: Precision = .fp32) throws {
         self.model = model
         self.preprocessing = preprocessing ?? model.architecture.preprocessing
-        network = try Network(model.network, weights: model.weights, batch: 1, threads: threads)
+        network = try Network(model.network, weights: model.weights, batch: 1, threads: threads, precision: precision)
     }
 
     /// The input tensor for one image file.

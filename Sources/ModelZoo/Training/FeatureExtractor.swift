@@ -26,6 +26,8 @@ public final class FeatureExtractor {
         public var preprocessing: Architecture.Preprocessing?
         /// How rows with a view number are drawn (rows without one are centre views).
         public var augmentation: Augmentation?
+        /// The backbone's arithmetic (bf16 features differ from fp32 ones: part of the cache key).
+        public var precision: Precision = .fp32
         public init() {}
     }
 
@@ -101,7 +103,8 @@ public final class FeatureExtractor {
         var values = [Float](repeating: 0, count: total)
         var skipped: [Int: String] = [:]
         let network = plan.cutIndex == 0 ? nil
-            : try Network(plan.backbone, weights: weights, batch: batch, threads: options.threads)
+            : try Network(plan.backbone, weights: weights, batch: batch, threads: options.threads,
+                          precision: options.precision)
         var batchInput = [Float](repeating: 0, count: batch * input.count)
         // Augmented views of one image are consecutive rows: decode it once for all of them.
         var lastDecoded: (path: String, image: Swift.Result<RGBImage, Error>)? = nil
@@ -168,6 +171,7 @@ public final class FeatureExtractor {
         text += "\(plan.source.architecture.id) cut=\(plan.featureLayer) input=\(plan.source.input) pre=\(preprocessing.rawValue)\n"
         let views = views ?? []
         if views.contains(where: { $0 != nil }) { text += (options.augmentation?.key ?? "augment none") + "\n" }
+        if options.precision != .fp32 { text += "precision \(options.precision.rawValue)\n" }
         var stamps: [String: String] = [:]
         for (index, (path, label)) in zip(paths, labels).enumerated() {
             let stamp = stamps[path] ?? Self.fileStamp(path)

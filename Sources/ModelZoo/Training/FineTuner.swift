@@ -35,6 +35,8 @@ public enum FineTuner {
         public var resume = false
         public var cacheFeatures = true
         public var threads: Int?
+        /// The frozen backbone's arithmetic during feature extraction.
+        public var precision: Precision = .fp32
         /// Images per oneDNN forward pass during feature extraction.
         public var extractionBatch = 32
         /// Stop after this many epochs in total without writing OUT (tests use it to
@@ -124,6 +126,7 @@ public enum FineTuner {
         var extractorOptions = FeatureExtractor.Options()
         extractorOptions.batch = options.extractionBatch
         extractorOptions.threads = options.threads
+        extractorOptions.precision = options.precision
         extractorOptions.strict = options.strict
         var augmentation = options.augmentation
         augmentation?.seed = options.hyper.seed

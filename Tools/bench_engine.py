@@ -16,7 +16,7 @@ Needs torch, torchvision, onnxruntime (export only needs torch; CI does not run 
 
 Usage:
   swift build -c release --product zoo
-  python3 Tools/bench_engine.py [--models resnet18,vgg16] [--batches 1,8] [--threads 2] [--per-op]
+  python3 Tools/bench_engine.py [--models resnet18,vgg16] [--batches 1,8] [--threads 2] [--per-op] [--bf16]
 """
 import argparse
 import collections
@@ -117,14 +117,14 @@ def zoo_per_op(verbose_lines):
 ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "zoo")
 
 
-def time_zoo(path, batch, threads, iterations, verbose=False):
+def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32"):
     """`zoo bench` on the same ONNX file: median and min ms per batch (and, with verbose,
     the per-operator sum from oneDNN's verbose log)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="active")
     if verbose:
         env["ONEDNN_VERBOSE"] = "1"
     command = [ZOO, "bench", "--weights", path, "--batch", str(batch), "--iterations", str(iterations),
-               "--threads", str(threads), "--format", "json"]
+               "--threads", str(threads), "--format", "json", "--precision", precision, "--compare-batches", "2"]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"zoo bench failed on {path}: {out.stderr}")
@@ -132,6 +132,8 @@ def time_zoo(path, batch, threads, iterations, verbose=False):
     start = max(i for i, line in enumerate(lines) if line.startswith("{"))
     result = json.loads("\n".join(lines[start:]))
     timing = (result["median_ms_per_batch"], result["min_ms_per_batch"])
+    if precision != "fp32":
+        return timing + (result["max_relative_logit_error"], result["top1_agreement"])
     return (timing, zoo_per_op(lines[:start])) if verbose else timing
 
 
@@ -143,6 +145,8 @@ def main():
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--per-op", action="store_true",
                         help="also print the load-robust sum of per-operator minimums")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time zoo --precision bf16, with its logit error and top-1 agreement against fp32")
     parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx"))
     args = parser.parse_args()
     models = args.models.split(",")
@@ -162,6 +166,14 @@ def main():
             zoo_results[(arch, batch)] = time_zoo(os.path.join(args.onnx_dir, arch + ".onnx"), batch,
                                                   args.threads, iterations)
 
+    bf16 = {}
+    if args.bf16:
+        for arch in models:
+            for batch in batches:
+                iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
+                bf16[(arch, batch)] = time_zoo(os.path.join(args.onnx_dir, arch + ".onnx"), batch, args.threads,
+                                               iterations, precision="bf16")
+
     per_op = {}
     if args.per_op:
         for arch in models:
@@ -173,6 +185,8 @@ def main():
                 per_op[(arch, batch)] = (zoo_sum, ort_sum)
 
     header = f"{'model':<10} {'batch':>5} {'zoo ms':>9} {'(min)':>8} {'ort ms':>9} {'(min)':>8} {'zoo/ort':>8}"
+    if args.bf16:
+        header += f" {'bf16 ms':>9} {'bf16/ort':>9} {'rel err':>8} {'top-1':>6}"
     if args.per_op:
         header += f" {'zoo per-op':>11} {'ort per-op':>11} {'ratio':>6}"
     print(f"threads {args.threads}; median (min) ms per batch")
@@ -182,6 +196,9 @@ def main():
             zoo = zoo_results.get((arch, batch), (float("nan"), float("nan")))
             ort = ort_results[(arch, batch)]
             line = f"{arch:<10} {batch:>5} {zoo[0]:>9.2f} {zoo[1]:>8.2f} {ort[0]:>9.2f} {ort[1]:>8.2f} {zoo[0] / ort[0]:>8.2f}"
+            if (arch, batch) in bf16:
+                b = bf16[(arch, batch)]
+                line += f" {b[0]:>9.2f} {b[0] / ort[0]:>9.2f} {b[2]:>8.1e} {b[3] * 100:>5.0f}%"
             if (arch, batch) in per_op:
                 z, o = per_op[(arch, batch)]
                 line += f" {z:>11.2f} {o:>11.2f} {z / o:>6.2f}"

@@ -44,8 +44,10 @@ let package = Package(
                 "ModelZoo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The README's library example, run by the tests.
+        .executableTarget(name: "zoo-example", dependencies: ["ModelZoo"], path: "Examples/FiveLines"),
         .testTarget(name: "ModelZooTests", dependencies: [
-            "ModelZoo", "zoo", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            "ModelZoo", "zoo", "zoo-example", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
     ]
 )

@@ -21,10 +21,10 @@ final class VerifyTests: XCTestCase {
             XCTAssertEqual(report.classes, 10, name)
         }
         // Only the graph (or Keras's model_config) tells ReLU/max from tanh/average pooling.
-        XCTAssertEqual(try verify("lenet/lenet5_digits.onnx").confidence, "high")
-        XCTAssertEqual(try verify("lenet/lenet5_digits.h5").confidence, "high")
+        XCTAssertEqual(try verify("lenet/lenet5_digits.onnx").confidence, .high)
+        XCTAssertEqual(try verify("lenet/lenet5_digits.h5").confidence, .high)
         let weightsOnly = try verify("lenet/lenet5_digits.safetensors")
-        XCTAssertEqual(weightsOnly.confidence, "medium")
+        XCTAssertEqual(weightsOnly.confidence, .medium)
         XCTAssertEqual(weightsOnly.alsoFits, ["lenet5-classic"])
         XCTAssertEqual(try verify("lenet/lenet5_classic_digits.onnx").architecture, "lenet5-classic")
     }
@@ -80,7 +80,7 @@ final class VerifyTests: XCTestCase {
             XCTAssertTrue(report.ok, "\(model): \(report.problems.prefix(3))")
             XCTAssertEqual(report.architecture, arch, model)
             XCTAssertEqual(report.expectedParameters, params, model)
-            XCTAssertEqual(report.confidence, "high", model)
+            XCTAssertEqual(report.confidence, .high, model)
         }
     }
 

@@ -74,7 +74,7 @@ public enum ReportRenderer {
         out.append("tensors paired: \(r.pairing.rawValue)")
         if let id = r.architecture, let title = r.title, let variant = r.variant {
             out.append("architecture: \(title) [\(id)], \(variant)")
-            out.append("confidence: \(r.confidence)" + (r.alsoFits.isEmpty ? "" : " (also fits: \(r.alsoFits.joined(separator: ", ")))"))
+            out.append("confidence: \(r.confidence.rawValue)" + (r.alsoFits.isEmpty ? "" : " (also fits: \(r.alsoFits.joined(separator: ", ")))"))
         } else {
             out.append("architecture: matches none of `zoo list`")
         }
@@ -97,7 +97,7 @@ public enum ReportRenderer {
         var root: [String: Any] = [
             "file": r.file, "format": r.format.rawValue, "convention": r.convention, "pairing": r.pairing.rawValue,
             "architecture": r.architecture ?? NSNull(), "variant": r.variant ?? NSNull(),
-            "confidence": r.confidence, "ok": r.ok, "parameters": r.parameters,
+            "confidence": r.confidence.rawValue, "ok": r.ok, "parameters": r.parameters,
             "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(),
             "notes": r.notes, "also_fits": r.alsoFits,
             "problems": r.problems.map { p -> [String: Any] in

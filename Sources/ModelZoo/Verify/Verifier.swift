@@ -3,6 +3,17 @@ import Foundation
 /// The verdict on one weight file: which architecture it holds and whether every tensor is
 /// there, shaped right and finite.
 public struct VerifyReport: Sendable {
+    /// How clearly the file picked its architecture.
+    public enum Confidence: String, Sendable, Codable {
+        /// Every tensor fits and nothing else fits as well (or the architecture was named).
+        case high
+        /// It fits, but so does another spec (a file without a graph cannot tell LeNet's
+        /// two forms apart), or it fits with problems.
+        case medium
+        /// Named with problems, or matching nothing.
+        case none
+    }
+
     public var file: String
     public var format: WeightFormat
     public var producer: String?
@@ -14,8 +25,7 @@ public struct VerifyReport: Sendable {
     public var architecture: String?
     public var title: String?
     public var variant: String?
-    /// "high", "medium" or "none": how clearly the file picked its architecture.
-    public var confidence: String
+    public var confidence: Confidence
     public var classes: Int?
     public var ok: Bool
     /// Learnable values the file holds for the network.
@@ -60,7 +70,7 @@ public enum Verifier {
 
         var report = VerifyReport(file: file.path, format: file.format, producer: file.producer,
                                   convention: source.convention, pairing: source.pairing, architecture: nil, title: nil, variant: nil,
-                                  confidence: "none", classes: nil, ok: false,
+                                  confidence: .none, classes: nil, ok: false,
                                   parameters: source.learnableElementCount, expectedParameters: nil,
                                   problems: [], notes: [], alsoFits: [])
         guard let best = best else {
@@ -100,11 +110,11 @@ public enum Verifier {
         report.notes = mapping.notes
         report.alsoFits = ties.map(\.arch.id)
         if architecture != nil {
-            report.confidence = problems.isEmpty ? "high" : "none"
+            report.confidence = problems.isEmpty ? .high : .none
         } else if ties.isEmpty {
-            report.confidence = best.problems.isEmpty ? "high" : "medium"
+            report.confidence = best.problems.isEmpty ? .high : .medium
         } else {
-            report.confidence = "medium"
+            report.confidence = .medium
             report.notes.append("the file cannot tell \(([best.arch.id] + ties.map(\.arch.id)).joined(separator: ", ")) apart"
                 + (source.evidence.hasGraph ? "" : " (it has no graph)") + "; reporting the first")
         }

@@ -1,0 +1,123 @@
+import Foundation
+
+/// A classic CNN with its weights, verified on the way in: the library's entry point.
+///
+/// ```swift
+/// let model = try Model.load("Fixtures/lenet/lenet5_digits04.onnx")
+/// print(model.verification.confidence, model.verification.problems)
+/// let top = try model.classify(URL(fileURLWithPath: "digit.png"), top: 3)
+/// let tuned = try model.finetuned(on: ImageFolderSource("Fixtures/digits59"), progress: { print($0) })
+/// try tuned.save("digits59.safetensors")
+/// ```
+///
+/// A file that is not a complete, finite instance of its architecture does not load:
+/// `load` throws `ModelLoader.VerificationFailed`, whose `report` names every problem.
+public struct Model {
+    public let architecture: Architecture
+    /// The network at this model's class count and input size.
+    public let network: ResolvedNetwork
+    /// Canonical (torchvision) names and layouts.
+    public let weights: [String: Tensor]
+    public let verification: VerifyReport
+    /// How images become this model's input and what its outputs mean.
+    public let preset: Preset
+    /// The file it came from, its format and its producer.
+    public let provenance: Provenance
+
+    public struct Preset: Sendable {
+        public var preprocessing: Architecture.Preprocessing
+        public var inputSize: Size2
+        /// Stored with the weights (`zoo finetune`), ImageNet's for 1000-class heads, or nil.
+        public var classNames: [String]?
+    }
+
+    public struct Provenance: Sendable {
+        public var path: String
+        public var format: WeightFormat
+        public var producer: String?
+    }
+
+    public struct Classification: Sendable {
+        public let index: Int
+        public let label: String
+        public let probability: Double
+    }
+
+    /// Opens, verifies and loads a weight file in any format `zoo` reads. Without
+    /// `architecture`, the file's tensors and graph decide which network it is.
+    public static func load(_ path: String, architecture: Architecture? = nil, inputSize: Size2? = nil) throws -> Model {
+        try Model(ModelLoader.load(path: path, architecture: architecture?.id, inputSize: inputSize))
+    }
+
+    init(_ loaded: LoadedModel) {
+        architecture = loaded.architecture
+        network = loaded.network
+        weights = loaded.weights
+        verification = loaded.report
+        preset = Preset(preprocessing: loaded.architecture.preprocessing,
+                        inputSize: Size2(loaded.network.input.h, loaded.network.input.w),
+                        classNames: loaded.classNames)
+        provenance = Provenance(path: loaded.file.path, format: loaded.file.format, producer: loaded.file.producer)
+        self.loaded = loaded
+    }
+
+    private let loaded: LoadedModel
+
+    /// The `top` most probable classes of one image (JPEG or PNG), preprocessed by the
+    /// model's preset.
+    public func classify(_ image: URL, top: Int = 5, precision: Precision = .fp32) throws -> [Classification] {
+        guard top >= 1 else { throw ZooError.invalidArgument("top must be at least 1, got \(top)") }
+        let predictor = try Predictor(model: loaded, preprocessing: preset.preprocessing, precision: precision)
+        return try predictor.classify(path: image.path, top: top).map {
+            Classification(index: $0.index, label: $0.label, probability: $0.probability)
+        }
+    }
+
+    /// Logits for a batch [N, C, H, W] in the canonical NCHW layout.
+    public func logits(_ input: Tensor, precision: Precision = .fp32) throws -> Tensor {
+        guard input.shape.count == 4 else {
+            throw ZooError.invalidArgument("input must be [N, C, H, W], got \(input.shape)")
+        }
+        return try Network(network, weights: weights, batch: input.shape[0], precision: precision).forward(input)
+    }
+
+    /// A new head for the class folders of `folder`, fitted on this model's frozen features
+    /// the way `zoo finetune` does with its defaults; returns the tuned model, with its
+    /// class names. Nothing is written beside the model's file.
+    public func finetuned(on folder: ImageFolderSource, options: (inout FineTuner.Options) -> Void = { _ in },
+                          progress: @escaping (String) -> Void = { _ in }) throws -> Model {
+        let scratch = FileManager.default.temporaryDirectory
+            .appendingPathComponent("zoo-finetune-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let out = scratch.appendingPathComponent("tuned.safetensors").path
+        var settings = FineTuner.Options(weightsPath: provenance.path, architecture: architecture.id,
+                                         dataPath: folder.path, outputPath: out)
+        settings.cacheFeatures = false
+        options(&settings)
+        settings.outputPath = out
+        _ = try FineTuner.run(settings, callbacks: .init(log: progress, warn: progress))
+        return try Model.load(out, architecture: architecture)
+    }
+
+    /// Writes the model, with its class names, in the format `path`'s extension names
+    /// (.safetensors, .onnx, .h5, .weights.h5, .pth). Never replaces the file it came from.
+    @discardableResult
+    public func save(_ path: String) throws -> ModelWriter.Summary {
+        guard let format = ModelWriter.format(forPath: path) else {
+            throw ZooError.invalidArgument("\(path): cannot tell the output format from the extension")
+        }
+        if URL(fileURLWithPath: path).standardizedFileURL == URL(fileURLWithPath: provenance.path).standardizedFileURL {
+            throw ZooError.invalidArgument("\(path): saving would overwrite the file the model came from")
+        }
+        return try ModelWriter.write(network, weights: weights, classNames: preset.classNames, to: path, format: format,
+                                     producer: "modelzoo", source: provenance.path)
+    }
+}
+
+/// A folder of images, one subfolder per class (with `train/` and `val/` inside, or split
+/// by `zoo finetune`'s rules).
+public struct ImageFolderSource: Sendable {
+    public let path: String
+    public init(_ path: String) { self.path = path }
+}

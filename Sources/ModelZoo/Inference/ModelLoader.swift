@@ -49,6 +49,18 @@ public enum ModelLoader {
             }
             if size == nil { size = graph.inputSize }
         }
+        // A caffemodel carries its net: pooling (Caffe rounds up), LRN constants and the
+        // input size come from the file.
+        if let caffe = file as? CaffeModelFile {
+            let graph = CaffeGrouping.geometry(caffe)
+            if let pools = graph.pools, pools.count == base.poolCount {
+                arch = arch.overriding(pools: pools)
+            }
+            if let lrns = graph.lrns, lrns.count == base.lrnCount {
+                arch = arch.overriding(lrns: lrns)
+            }
+            if size == nil { size = graph.inputSize }
+        }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
         if names == nil && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
@@ -60,6 +72,29 @@ public enum ModelLoader {
 extension Architecture {
     var poolCount: Int {
         layers().filter { if case .maxPool = $0.op { return true }; if case .avgPool = $0.op { return true }; return false }.count
+    }
+
+    var lrnCount: Int {
+        layers().filter { if case .lrn = $0.op { return true }; return false }.count
+    }
+
+    /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's
+    /// own constants).
+    func overriding(lrns: [LayerOp]) -> Architecture {
+        let make = self.layers
+        return Architecture(
+            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
+            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
+            preprocessing: preprocessing, aliases: aliases, producers: producers
+        ) { classes in
+            var replacements = lrns.makeIterator()
+            return make(classes).map { layer in
+                var layer = layer
+                if case .lrn = layer.op, let op = replacements.next() { layer.op = op }
+                return layer
+            }
+        }
     }
 
     /// The same network with its fixed pooling layers replaced, in order, by `pools`: how a

@@ -25,8 +25,13 @@ public enum ModelLoader {
     }
 
     public static func load(path: String, architecture id: String? = nil, inputSize: Size2? = nil) throws -> LoadedModel {
+        try load(path: path, spec: try id.map { try ArchitectureRegistry.find($0) }, inputSize: inputSize)
+    }
+
+    /// The same with an architecture given as a spec rather than an id (narrow test nets
+    /// that are not in the registry).
+    public static func load(path: String, spec requested: Architecture?, inputSize: Size2? = nil) throws -> LoadedModel {
         let file = try WeightFileOpener.open(path: path)
-        let requested = try id.map { try ArchitectureRegistry.find($0) }
         // Shapes first; values are checked once loaded, so the file is read only once.
         var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
         guard report.ok, let mapping = found, let archID = report.architecture else {
@@ -39,7 +44,7 @@ public enum ModelLoader {
             report.ok = false
             throw VerificationFailed(report: report)
         }
-        let base = try ArchitectureRegistry.find(archID)
+        let base = try requested ?? ArchitectureRegistry.find(archID)
         var arch = base
         var size = inputSize
         if let onnx = file as? ONNXFile {

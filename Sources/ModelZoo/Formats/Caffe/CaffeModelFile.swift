@@ -111,7 +111,7 @@ public final class CaffeModelFile: WeightFile, DescribesContents {
             if !layer.blobs.isEmpty {
                 text += ", blobs " + layer.blobs.map { $0.record.shape.map(String.init).joined(separator: "x") }.joined(separator: " + ")
             }
-            if layer.phase == .train { text += " (TRAIN only)" }
+            if let phase = layer.phase { text += phase == .train ? " (TRAIN only)" : " (TEST only)" }
             details.append(("layer " + layer.name, text))
         }
         return details
@@ -270,7 +270,16 @@ struct CaffeNetParser {
         var v1Ranges: [Range<Int>] = []
         while true {
             let start = scanner.position
-            guard let field = try scanner.next() else { break }
+            let next: WireField?
+            do {
+                next = try scanner.next()
+            } catch let error as WireFormatError {
+                let count = v1Ranges.count + v2Ranges.count
+                let last = (v2Ranges.last.map { layerName($0, field: 1) } ?? v1Ranges.last.map { layerName($0, field: 4) }) ?? nil
+                throw unreadable("truncated or corrupt after \(count) layers" + (last.map { " (the last whole one is '\($0)')" } ?? "")
+                    + ": \(error.reason) (byte \(error.offset))")
+            }
+            guard let field = next else { break }
             switch (field.number, field.wireType) {
             case (100, .lengthDelimited): v2Ranges.append(field.payload)
             case (2, .lengthDelimited): v1Ranges.append(field.payload)
@@ -326,6 +335,15 @@ struct CaffeNetParser {
             throw unreadable("input size \(size.channels)x\(size.size.h)x\(size.size.w) (from \(size.source)) is not a usable image size")
         }
         return CaffeNet(name: name, layout: layout, layers: layers, inputs: inputs, inputSize: inputSize, transform: transform)
+    }
+
+    /// The name field of a layer's bytes, found without unpacking the layer.
+    private func layerName(_ range: Range<Int>, field number: Int) -> String? {
+        var scanner = WireScanner(bytes, range: range)
+        while let field = try? scanner.next() {
+            if field.number == number && field.wireType == .lengthDelimited { return scanner.string(field) }
+        }
+        return nil
     }
 
     private func unreadable(_ reason: String) -> ZooError { ZooError.unreadableFile(path: path, reason: reason) }

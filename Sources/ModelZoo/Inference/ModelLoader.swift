@@ -65,6 +65,10 @@ public enum ModelLoader {
                 arch = arch.overriding(lrns: lrns)
             }
             if size == nil { size = graph.inputSize }
+            // Caffe weights take BGR in 0-255 minus the mean, whatever spec they map onto
+            // (VGG's is torchvision's): the file's mean values when it has them.
+            arch = arch.overriding(preprocessing: .caffe)
+            if let means = caffe.net.transform?.meanValues, means.count == 1 || means.count == 3 { arch.meanBGR = means }
         }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
@@ -81,6 +85,19 @@ extension Architecture {
 
     var lrnCount: Int {
         layers().filter { if case .lrn = $0.op { return true }; return false }.count
+    }
+
+    /// The same network trained with another preprocessing convention.
+    func overriding(preprocessing: Preprocessing) -> Architecture {
+        let make = self.layers
+        var copy = Architecture(
+            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
+            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
+            preprocessing: preprocessing, aliases: aliases, producers: producers
+        ) { classes in make(classes) }
+        copy.meanBGR = meanBGR
+        return copy
     }
 
     /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's

@@ -35,9 +35,12 @@ let package = Package(
         // The ONNX messages, compiled by protoc-c from Proto/onnx.proto; regenerate with
         // Tools/gen-onnx-proto.sh and commit the result.
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
+        // The Caffe NetParameter messages, compiled by protoc-c from Proto/caffe.proto;
+        // regenerate with Tools/gen-caffe-proto.sh and commit the result.
+        .target(name: "CCaffe", dependencies: ["CProtobufC"]),
         // seccomp and resource limits for the child processes that parse untrusted files.
         .target(name: "CSandbox"),
-        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CDNNL", "CTurboJPEG", "CPNG", "CSandbox", "CZlibCRC"]),
+        .target(name: "ModelZoo", dependencies: ["CHDF5", "CProtobufC", "CONNX", "CCaffe", "CDNNL", "CTurboJPEG", "CPNG", "CSandbox", "CZlibCRC"]),
         .executableTarget(
             name: "zoo",
             dependencies: [

@@ -9,7 +9,7 @@ private func writableFormat(_ format: WeightFormat?) throws -> WeightFormat? {
     guard let format else { return nil }
     switch format {
     case .onnx, .kerasH5, .kerasWeightsH5, .safetensors, .pth: return format
-    case .hdf5, .npy:
+    case .hdf5, .npy, .caffemodel:
         throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
     }
 }

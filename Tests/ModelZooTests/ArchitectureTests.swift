@@ -18,6 +18,8 @@ final class ArchitectureTests: XCTestCase {
             "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
             "resnet101": 44_549_160, "resnet152": 60_192_808,
             "resnet50-keras": 25_583_592, "resnet50-caffe2": 25_557_032,
+            // The original Caffe ResNets: torchvision's totals plus conv1's 64 biases.
+            "resnet50-caffe": 25_557_096, "resnet101-caffe": 44_549_224, "resnet152-caffe": 60_192_872,
             // Counted from the ONNX zoo graphs (the onnx wheel's light_zfnet512 and
             // light_inception_v1): every weight tensor's element count summed.
             "zfnet512": 87_250_536, "googlenet-caffe": 6_998_552,

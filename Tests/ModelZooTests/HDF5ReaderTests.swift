@@ -165,7 +165,7 @@ final class HDF5ReaderTests: XCTestCase {
         XCTAssertEqual(try WeightFileOpener.open(path: FormatFixtures.path("safetensors", "model.safetensors")).format, .safetensors)
         XCTAssertEqual(try WeightFileOpener.open(path: FormatFixtures.path("npy", "vec3.npy")).format, .npy)
         FormatFixtures.assertThrows(try WeightFileOpener.open(path: fixture("random.h5")),
-                                    containing: ["not an HDF5, ONNX, safetensors, npy or PyTorch .pth file (first bytes: "])
+                                    containing: ["not an HDF5, ONNX, safetensors, npy, PyTorch .pth or Caffe file (first bytes: "])
         FormatFixtures.assertThrows(try WeightFileOpener.open(path: fixture("empty.h5")), containing: ["empty file"])
         FormatFixtures.assertThrows(try WeightFileOpener.open(path: fixture("nothing-here")), containing: ["no such file"])
     }

@@ -8,7 +8,7 @@ final class SummaryCLITests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("138,357,544"))
         XCTAssertTrue(result.stdout.contains("1x32x32"))
         let json = try JSONSerialization.jsonObject(with: Data(try CLI.run(["list", "--format", "json"]).stdout.utf8))
-        XCTAssertEqual((json as? [[String: Any]])?.count, 23)
+        XCTAssertEqual((json as? [[String: Any]])?.count, 26)
     }
 
     func testSummaryJSONKeys() throws {

@@ -31,9 +31,11 @@ extension Architecture {
     /// The Caffe-style AlexNet with LRN, in two widths: the original two-GPU net
     /// (bvlc_alexnet: conv2, conv4 and conv5 grouped in two) and the single-GPU table the
     /// course notes print (no groups). Caffe applies LRN before pooling.
-    static func alexnetCaffe(grouped: Bool) -> Architecture {
+    /// `widthDivisor` and `hidden` (1 and 4096 in the published nets) let tests build
+    /// narrow nets small enough to commit.
+    static func alexnetCaffe(grouped: Bool, widthDivisor d: Int = 1, hidden: Int = 4096, id: String? = nil) -> Architecture {
         Architecture(
-            id: grouped ? "alexnet-caffe" : "alexnet-single",
+            id: id ?? (grouped ? "alexnet-caffe" : "alexnet-single"),
             title: "AlexNet",
             family: .alexnet,
             variant: grouped
@@ -47,7 +49,7 @@ extension Architecture {
         ) { classes in
             let g = grouped ? 2 : 1
             let b = NetworkBuilder()
-            b.conv("conv1", 96, kernel: 11, stride: 4, act: .relu)
+            b.conv("conv1", 96 / d, kernel: 11, stride: 4, act: .relu)
             if grouped {
                 b.lrn("norm1", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
                 b.maxPool("pool1", kernel: 3, stride: 2)
@@ -55,7 +57,7 @@ extension Architecture {
                 b.maxPool("pool1", kernel: 3, stride: 2)
                 b.lrn("norm1", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
             }
-            b.conv("conv2", 256, kernel: 5, pad: 2, groups: g, act: .relu)
+            b.conv("conv2", 256 / d, kernel: 5, pad: 2, groups: g, act: .relu)
             if grouped {
                 b.lrn("norm2", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
                 b.maxPool("pool2", kernel: 3, stride: 2)
@@ -63,14 +65,14 @@ extension Architecture {
                 b.maxPool("pool2", kernel: 3, stride: 2)
                 b.lrn("norm2", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
             }
-            b.conv("conv3", 384, kernel: 3, pad: 1, act: .relu)
-            b.conv("conv4", 384, kernel: 3, pad: 1, groups: g, act: .relu)
-            b.conv("conv5", 256, kernel: 3, pad: 1, groups: g, act: .relu)
+            b.conv("conv3", 384 / d, kernel: 3, pad: 1, act: .relu)
+            b.conv("conv4", 384 / d, kernel: 3, pad: 1, groups: g, act: .relu)
+            b.conv("conv5", 256 / d, kernel: 3, pad: 1, groups: g, act: .relu)
             b.maxPool("pool5", kernel: 3, stride: 2)
             b.flatten()
-            b.linear("fc6", 4096, act: .relu)
+            b.linear("fc6", hidden, act: .relu)
             b.dropout("drop6", 0.5)
-            b.linear("fc7", 4096, act: .relu)
+            b.linear("fc7", hidden, act: .relu)
             b.dropout("drop7", 0.5)
             b.linear("fc8", classes)
             return b.layers

@@ -42,6 +42,9 @@ public struct Architecture: Sendable {
     /// producer string): breaks ties between specs that share every shape.
     public let producers: [String]
     private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
+    /// Per-channel means (B, G, R, or one for all) the caffe preprocessing subtracts in
+    /// place of ImageNet's: set from a caffemodel's transform_param when it has one.
+    public var meanBGR: [Float]? = nil
 
     public init(id: String, title: String, family: Family, variant: String, namingSource: String,
                 inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,

@@ -62,8 +62,11 @@ extension Architecture {
     /// The Caffe bvlc GoogLeNet (the ONNX zoo's inception_v1): convs with biases, LRN,
     /// no BN, a real 5x5 branch, Caffe's ceil-mode pooling, 7x7 average pool at the end.
     /// Names are the Caffe layer names.
-    static let googlenetCaffe = Architecture(
-        id: "googlenet-caffe", title: "GoogLeNet", family: .googlenet,
+    static let googlenetCaffe = googlenetCaffe()
+
+    /// `widthDivisor` (1 in the published net) divides every conv's width, for narrow test nets.
+    static func googlenetCaffe(widthDivisor d: Int = 1, id: String = "googlenet-caffe") -> Architecture { Architecture(
+        id: id, title: "GoogLeNet", family: .googlenet,
         variant: "Caffe bvlc_googlenet (LRN, no BN; the ONNX zoo's inception_v1)",
         namingSource: "Caffe bvlc_googlenet layer names",
         defaultInputSize: Size2(224), acceptsOtherInputSizes: false,
@@ -71,23 +74,23 @@ extension Architecture {
         preprocessing: .caffe, aliases: ["inception_v1", "bvlc_googlenet"]
     ) { classes in
         let b = NetworkBuilder()
-        b.conv("conv1/7x7_s2", 64, kernel: 7, stride: 2, pad: 3, act: .relu)
+        b.conv("conv1/7x7_s2", 64 / d, kernel: 7, stride: 2, pad: 3, act: .relu)
         b.maxPool("pool1/3x3_s2", kernel: 3, stride: 2, ceil: true)
         b.lrn("pool1/norm1", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
-        b.conv("conv2/3x3_reduce", 64, kernel: 1, act: .relu)
-        b.conv("conv2/3x3", 192, kernel: 3, pad: 1, act: .relu)
+        b.conv("conv2/3x3_reduce", 64 / d, kernel: 1, act: .relu)
+        b.conv("conv2/3x3", 192 / d, kernel: 3, pad: 1, act: .relu)
         b.lrn("conv2/norm2", size: 5, alpha: 1e-4, beta: 0.75, k: 1)
         b.maxPool("pool2/3x3_s2", kernel: 3, stride: 2, ceil: true)
         for w in inceptionTable {
             let block = "inception_" + w.name
             let input = b.current
-            let br1 = b.conv(block + "/1x1", w.b1, kernel: 1, act: .relu, from: input)
-            b.conv(block + "/3x3_reduce", w.b2r, kernel: 1, act: .relu, from: input)
-            let br2 = b.conv(block + "/3x3", w.b2, kernel: 3, pad: 1, act: .relu)
-            b.conv(block + "/5x5_reduce", w.b3r, kernel: 1, act: .relu, from: input)
-            let br3 = b.conv(block + "/5x5", w.b3, kernel: 5, pad: 2, act: .relu)
+            let br1 = b.conv(block + "/1x1", max(1, w.b1 / d), kernel: 1, act: .relu, from: input)
+            b.conv(block + "/3x3_reduce", max(1, w.b2r / d), kernel: 1, act: .relu, from: input)
+            let br2 = b.conv(block + "/3x3", max(1, w.b2 / d), kernel: 3, pad: 1, act: .relu)
+            b.conv(block + "/5x5_reduce", max(1, w.b3r / d), kernel: 1, act: .relu, from: input)
+            let br3 = b.conv(block + "/5x5", max(1, w.b3 / d), kernel: 5, pad: 2, act: .relu)
             b.maxPool(block + "/pool", kernel: 3, stride: 1, pad: 1, ceil: true, from: input)
-            let br4 = b.conv(block + "/pool_proj", w.b4, kernel: 1, act: .relu)
+            let br4 = b.conv(block + "/pool_proj", max(1, w.b4 / d), kernel: 1, act: .relu)
             b.concat(block + "/output", [br1, br2, br3, br4])
             if w.name == "3b" { b.maxPool("pool3/3x3_s2", kernel: 3, stride: 2, ceil: true) }
             if w.name == "4e" { b.maxPool("pool4/3x3_s2", kernel: 3, stride: 2, ceil: true) }
@@ -97,5 +100,5 @@ extension Architecture {
         b.flatten()
         b.linear("loss3/classifier", classes)
         return b.layers
-    }
+    } }
 }

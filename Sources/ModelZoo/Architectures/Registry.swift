@@ -11,6 +11,7 @@ public enum ArchitectureRegistry {
         list += [.googlenetTorchvision, .googlenetCaffe]
         for depth in [18, 34, 50, 101, 152] { list.append(.resnetTorchvision(depth)) }
         list += [.resnet50Keras, .resnet50Caffe2]
+        for depth in [50, 101, 152] { list.append(.resnetCaffe(depth)) }
         return list
     }()
 

@@ -22,20 +22,24 @@ extension Architecture {
     static func resnet(depth: Int, id: String, variant: String, stride: ResNetStride,
                        convBias: Bool, epsilon: Double, published: Int?, aliases: [String],
                        preprocessing: Preprocessing, producers: [String] = [], width: Int = 64,
-                       blocks: [Int]? = nil) -> Architecture {
+                       blocks: [Int]? = nil, caffeStem: Bool = false) -> Architecture {
         Architecture(
             id: id, title: "ResNet\(depth)", family: .resnet, variant: variant,
             namingSource: "torchvision state_dict",
-            defaultInputSize: Size2(224), acceptsOtherInputSizes: true,
+            defaultInputSize: Size2(224), acceptsOtherInputSizes: !caffeStem,
             headLayer: "fc", publishedParameters: published,
             preprocessing: preprocessing, aliases: aliases, producers: producers
         ) { classes in
             let (kind, standardCounts) = resnetDepths[depth]!
             let counts = blocks ?? standardCounts
             let b = NetworkBuilder()
-            b.conv("conv1", width, kernel: 7, stride: 2, pad: 3, bias: convBias)
+            b.conv("conv1", width, kernel: 7, stride: 2, pad: 3, bias: convBias || caffeStem)
             b.batchNorm("bn1", epsilon: epsilon, act: .relu)
-            b.maxPool("maxpool", kernel: 3, stride: 2, pad: 1)
+            if caffeStem {
+                b.maxPool("maxpool", kernel: 3, stride: 2, ceil: true)
+            } else {
+                b.maxPool("maxpool", kernel: 3, stride: 2, pad: 1)
+            }
             var inChannels = width
             for (stage, blocks) in counts.enumerated() {
                 let width = width << stage
@@ -70,7 +74,11 @@ extension Architecture {
                     inChannels = outChannels
                 }
             }
-            b.adaptiveAvgPool("avgpool", 1)
+            if caffeStem {
+                b.avgPool("avgpool", kernel: 7, stride: 1)
+            } else {
+                b.adaptiveAvgPool("avgpool", 1)
+            }
             b.flatten()
             b.linear("fc", classes)
             return b.layers
@@ -100,4 +108,17 @@ extension Architecture {
         depth: 50, id: "resnet50-caffe2", variant: "the ONNX zoo's Caffe2 export (no conv biases, stride on the 3x3 as its graph has it)",
         stride: .on3x3, convBias: false, epsilon: 1e-5, published: 25_557_032,
         aliases: ["resnet50-onnxzoo"], preprocessing: .caffe, producers: ["caffe2"])
+
+    /// The original ResNet of He et al. as released for Caffe (KaimingHe/deep-residual-networks):
+    /// v1 (stride on the first 1x1 and on the shortcut), a bias on conv1 only, BatchNorm +
+    /// Scale elsewhere, a 3x3/2 max pool without padding that rounds up, a 7x7 average pool
+    /// before fc1000. Caffe's layer names (`res4b22_branch2a`) are mapped onto torchvision's.
+    /// `width` and `blocks` make narrow test nets.
+    static func resnetCaffe(_ depth: Int, width: Int = 64, blocks: [Int]? = nil, id: String? = nil) -> Architecture {
+        resnet(depth: depth, id: id ?? "resnet\(depth)-caffe",
+               variant: "original Caffe release (v1: stride on the first 1x1, conv1 bias, ceil-mode 3x3 max pool, 7x7 average pool)",
+               stride: .onFirst1x1, convBias: false, epsilon: 1e-5, published: nil,
+               aliases: ["resnet-\(depth)-caffe", "resnet\(depth)-kaiminghe"], preprocessing: .caffe, producers: ["caffe"],
+               width: width, blocks: blocks, caffeStem: true)
+    }
 }

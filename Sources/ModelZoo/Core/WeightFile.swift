@@ -11,6 +11,8 @@ public enum WeightFormat: String, Sendable, Codable {
     case npy
     /// PyTorch `torch.save` of a state_dict or checkpoint: the zip archive or the legacy layout.
     case pth
+    /// Caffe `.caffemodel`: a protobuf NetParameter, V1 (`layers`) or V2 (`layer`) layout.
+    case caffemodel
 }
 
 /// One tensor as a file declares it: the file's own name, shape and element type.

@@ -51,9 +51,34 @@ public enum WeightFileOpener {
         if namedONNX || looksLikeModelProto {
             return try ONNXFile(path: path)
         }
+        if lowercased.hasSuffix(".caffemodel") || looksLikeNetParameter(head, fileSize: file.size) {
+            return try CaffeModelFile(path: path)
+        }
         let shown = head.prefix(16).map { String(format: "%02x", $0) }.joined(separator: " ")
         throw ZooError.unreadableFile(path: path,
-                                      reason: "not an HDF5, ONNX, safetensors, npy or PyTorch .pth file (first bytes: \(shown))")
+                                      reason: "not an HDF5, ONNX, safetensors, npy, PyTorch .pth or Caffe file (first bytes: \(shown))")
+    }
+
+    /// Caffe's NetParameter has no magic either: its first field is the net's name (field 1),
+    /// its inputs (3, 4, 8) or a layer (V1 field 2, V2 field 100), with a length that fits
+    /// the file.
+    static func looksLikeNetParameter(_ head: [UInt8], fileSize: Int) -> Bool {
+        let tagLength: Int
+        if [0x0a, 0x12, 0x1a, 0x42].contains(head.first ?? 0) {
+            tagLength = 1
+        } else if head.count >= 2, head[0] == 0xa2, head[1] == 0x06 {
+            tagLength = 2
+        } else {
+            return false
+        }
+        var length = 0, shift = 0, index = tagLength
+        while index < head.count, shift < 35 {
+            length |= Int(head[index] & 0x7f) << shift
+            if head[index] & 0x80 == 0 { return index + 1 + length <= fileSize }
+            shift += 7
+            index += 1
+        }
+        return false
     }
 
     /// HDF5 looks for its superblock at 0 and then at every power of two from 512 on

@@ -1,8 +1,11 @@
 /// Turns decoded images into the network's input tensor, the way the weights were trained.
 public enum ImagePreprocessor {
     /// One image as a [C, H, W] float array for `arch` at `size`.
+    /// `meanBGR` replaces the ImageNet means of the caffe convention (a caffemodel's own
+    /// transform_param mean values).
     public static func tensorData(_ image: RGBImage, for convention: Architecture.Preprocessing,
-                                  size: Size2, channels: Int) -> [Float] {
+                                  size: Size2, channels: Int, meanBGR: [Float]? = nil) -> [Float] {
+        let mean = caffeMean(meanBGR)
         switch convention {
         case .grayscaleUnit:
             // Small grey inputs (LeNet): the whole image, squashed to the input size.
@@ -36,13 +39,23 @@ public enum ImagePreprocessor {
                         out[2 * plane + i] = (rgb.2 / 255 - 0.406) / 0.225
                     } else {
                         // Caffe and Keras "caffe" mode: BGR order, ImageNet means subtracted.
-                        out[i] = rgb.2 - 103.939
-                        out[plane + i] = rgb.1 - 116.779
-                        out[2 * plane + i] = rgb.0 - 123.68
+                        out[i] = rgb.2 - mean.b
+                        out[plane + i] = rgb.1 - mean.g
+                        out[2 * plane + i] = rgb.0 - mean.r
                     }
                 }
             }
             return out
+        }
+    }
+
+    /// The per-channel means the caffe convention subtracts: the file's (one value for all
+    /// channels, or B, G, R), else ImageNet's.
+    static func caffeMean(_ meanBGR: [Float]?) -> (b: Float, g: Float, r: Float) {
+        switch meanBGR?.count {
+        case 1?: return (meanBGR![0], meanBGR![0], meanBGR![0])
+        case 3?: return (meanBGR![0], meanBGR![1], meanBGR![2])
+        default: return (103.939, 116.779, 123.68)
         }
     }
 
@@ -87,7 +100,8 @@ extension ImagePreprocessor {
     /// the `crop` rectangle of the original image, resized to the input size (no Resize 256
     /// first), mirrored when `flip`, then scaled and normalised as the convention says.
     public static func augmentedTensorData(_ image: RGBImage, for convention: Architecture.Preprocessing, size: Size2,
-                                           channels: Int, crop: CropBox, flip: Bool) -> [Float] {
+                                           channels: Int, crop: CropBox, flip: Bool, meanBGR: [Float]? = nil) -> [Float] {
+        let mean = caffeMean(meanBGR)
         let x0 = max(0, min(crop.x, image.width - 1)), y0 = max(0, min(crop.y, image.height - 1))
         let w = max(1, min(crop.width, image.width - x0)), h = max(1, min(crop.height, image.height - y0))
         var cut = [UInt8](repeating: 0, count: w * h * 3)
@@ -124,9 +138,9 @@ extension ImagePreprocessor {
                     out[plane + i] = (g / 255 - 0.456) / 0.224
                     out[2 * plane + i] = (b / 255 - 0.406) / 0.225
                 } else {
-                    out[i] = b - 103.939
-                    out[plane + i] = g - 116.779
-                    out[2 * plane + i] = r - 123.68
+                    out[i] = b - mean.b
+                    out[plane + i] = g - mean.g
+                    out[2 * plane + i] = r - mean.r
                 }
             }
             return out

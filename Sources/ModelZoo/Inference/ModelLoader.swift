@@ -25,8 +25,13 @@ public enum ModelLoader {
     }
 
     public static func load(path: String, architecture id: String? = nil, inputSize: Size2? = nil) throws -> LoadedModel {
+        try load(path: path, spec: try id.map { try ArchitectureRegistry.find($0) }, inputSize: inputSize)
+    }
+
+    /// The same with an architecture given as a spec rather than an id (narrow test nets
+    /// that are not in the registry).
+    public static func load(path: String, spec requested: Architecture?, inputSize: Size2? = nil) throws -> LoadedModel {
         let file = try WeightFileOpener.open(path: path)
-        let requested = try id.map { try ArchitectureRegistry.find($0) }
         // Shapes first; values are checked once loaded, so the file is read only once.
         var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
         guard report.ok, let mapping = found, let archID = report.architecture else {
@@ -39,7 +44,7 @@ public enum ModelLoader {
             report.ok = false
             throw VerificationFailed(report: report)
         }
-        let base = try ArchitectureRegistry.find(archID)
+        let base = try requested ?? ArchitectureRegistry.find(archID)
         var arch = base
         var size = inputSize
         if let onnx = file as? ONNXFile {
@@ -48,6 +53,22 @@ public enum ModelLoader {
                 arch = base.overriding(pools: pools)
             }
             if size == nil { size = graph.inputSize }
+        }
+        // A caffemodel carries its net: pooling (Caffe rounds up), LRN constants and the
+        // input size come from the file.
+        if let caffe = file as? CaffeModelFile {
+            let graph = CaffeGrouping.geometry(caffe)
+            if let pools = graph.pools, pools.count == base.poolCount {
+                arch = arch.overriding(pools: pools)
+            }
+            if let lrns = graph.lrns, lrns.count == base.lrnCount {
+                arch = arch.overriding(lrns: lrns)
+            }
+            if size == nil { size = graph.inputSize }
+            // Caffe weights take BGR in 0-255 minus the mean, whatever spec they map onto
+            // (VGG's is torchvision's): the file's mean values when it has them.
+            arch = arch.overriding(preprocessing: .caffe)
+            if let means = caffe.net.transform?.meanValues, means.count == 1 || means.count == 3 { arch.meanBGR = means }
         }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
@@ -60,6 +81,42 @@ public enum ModelLoader {
 extension Architecture {
     var poolCount: Int {
         layers().filter { if case .maxPool = $0.op { return true }; if case .avgPool = $0.op { return true }; return false }.count
+    }
+
+    var lrnCount: Int {
+        layers().filter { if case .lrn = $0.op { return true }; return false }.count
+    }
+
+    /// The same network trained with another preprocessing convention.
+    func overriding(preprocessing: Preprocessing) -> Architecture {
+        let make = self.layers
+        var copy = Architecture(
+            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
+            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
+            preprocessing: preprocessing, aliases: aliases, producers: producers
+        ) { classes in make(classes) }
+        copy.meanBGR = meanBGR
+        return copy
+    }
+
+    /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's
+    /// own constants).
+    func overriding(lrns: [LayerOp]) -> Architecture {
+        let make = self.layers
+        return Architecture(
+            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
+            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
+            preprocessing: preprocessing, aliases: aliases, producers: producers
+        ) { classes in
+            var replacements = lrns.makeIterator()
+            return make(classes).map { layer in
+                var layer = layer
+                if case .lrn = layer.op, let op = replacements.next() { layer.op = op }
+                return layer
+            }
+        }
     }
 
     /// The same network with its fixed pooling layers replaced, in order, by `pools`: how a

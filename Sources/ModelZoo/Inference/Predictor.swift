@@ -25,7 +25,7 @@ public final class Predictor {
         let image = try ImageDecoder.decode(path: path)
         let net = model.network
         let data = ImagePreprocessor.tensorData(image, for: preprocessing, size: Size2(net.input.h, net.input.w),
-                                                channels: net.input.c)
+                                                channels: net.input.c, meanBGR: model.architecture.meanBGR)
         return Tensor(shape: [1, net.input.c, net.input.h, net.input.w], data: data)
     }
 

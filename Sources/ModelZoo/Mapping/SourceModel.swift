@@ -30,13 +30,19 @@ public struct SourceLayer: Sendable {
     /// The graph gives the node no bias input: ONNX reads an absent optional input as zeros
     /// (torch's exporter drops all-zero biases).
     public var biasAbsentInGraph: Bool
+    /// Caffe's BatchNorm stores running sums: its running mean and variance are these
+    /// tensors divided by the one-element scale factor blob (a factor of zero gives zeros,
+    /// as Caffe computes it).
+    public var runningSumsFactor: TensorRecord?
 
     public init(name: String, kind: Kind, layout: Layout, tensors: [ParameterRole: TensorRecord],
                 graphConv: ConvSpec? = nil, graphEpsilon: Double? = nil,
-                canonicalName: String? = nil, biasAbsentInGraph: Bool = false) {
+                canonicalName: String? = nil, biasAbsentInGraph: Bool = false,
+                runningSumsFactor: TensorRecord? = nil) {
         self.name = name; self.kind = kind; self.layout = layout; self.tensors = tensors
         self.graphConv = graphConv; self.graphEpsilon = graphEpsilon
         self.canonicalName = canonicalName; self.biasAbsentInGraph = biasAbsentInGraph
+        self.runningSumsFactor = runningSumsFactor
     }
 }
 
@@ -74,6 +80,9 @@ public struct SourceModel: Sendable {
     public var pairing: Pairing
     /// A wrapper prefix removed from every name (`module.` from DataParallel), for the report.
     public var strippedPrefix: String?
+    /// What the grouping set aside or assumed, for the report (Caffe's training-only
+    /// layers and auxiliary classifiers).
+    public var notes: [String] = []
 
     public init(layers: [SourceLayer], looseTensors: [TensorRecord], evidence: GraphEvidence, convention: String,
                 pairing: Pairing, strippedPrefix: String? = nil) {

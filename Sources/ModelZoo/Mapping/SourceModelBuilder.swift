@@ -3,6 +3,8 @@ public enum SourceModelBuilder {
     public static func build(_ file: WeightFile) throws -> SourceModel {
         // For ONNX the graph, not the names, says which tensors form a layer.
         if let onnx = file as? ONNXFile { return ONNXGrouping.group(onnx) }
+        // Caffe files carry their net: layer types and names say which blobs form a layer.
+        if let caffe = file as? CaffeModelFile { return CaffeGrouping.group(caffe) }
         switch file.format {
         case .kerasH5, .kerasWeightsH5:
             let (layers, loose) = KerasGrouping.group(file.tensors,
@@ -11,7 +13,7 @@ public enum SourceModelBuilder {
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
                                convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
                                pairing: .byCreationOrder)
-        case .onnx, .hdf5, .safetensors, .npy, .pth:
+        case .onnx, .hdf5, .safetensors, .npy, .pth, .caffemodel:
             let (layers, loose, prefix) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),
                                convention: "torchvision state_dict names", pairing: .byName, strippedPrefix: prefix)

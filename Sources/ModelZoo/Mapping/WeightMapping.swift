@@ -11,6 +11,9 @@ public enum LayoutTransform: Equatable, Sendable {
     /// No tensor in the file: the value is a constant (BatchNorm folded into the conv by
     /// the exporter is rebuilt as an identity BatchNorm carrying the conv's bias).
     case constant(Float)
+    /// Caffe BatchNorm running sums: divided by the file's one-element scale factor
+    /// tensor, named here (read when the weights are loaded; zero gives zeros, as in Caffe).
+    case dividedByFactor(String)
 
     public var label: String {
         switch self {
@@ -19,13 +22,14 @@ public enum LayoutTransform: Equatable, Sendable {
         case .transpose: return "[in,out] -> [out,in]"
         case .transposeFromHWCFlatten: return "[in,out] -> [out,in], rows H,W,C -> C,H,W"
         case .constant(let v): return "constant \(v)"
+        case .dividedByFactor(let name): return "divided by \(name)"
         }
     }
 
     /// The canonical shape a source shape becomes, or nil when the ranks do not fit.
     func canonicalShape(of shape: [Int]) -> [Int]? {
         switch self {
-        case .none, .constant: return shape
+        case .none, .constant, .dividedByFactor: return shape
         case .hwioToOIHW: return shape.count == 4 ? [shape[3], shape[2], shape[0], shape[1]] : nil
         case .transpose, .transposeFromHWCFlatten: return shape.count == 2 ? [shape[1], shape[0]] : nil
         }
@@ -34,7 +38,7 @@ public enum LayoutTransform: Equatable, Sendable {
     /// Applies the transform to a loaded tensor whose shape was already checked.
     public func apply(_ t: Tensor, canonicalShape: [Int]) -> Tensor {
         switch self {
-        case .none:
+        case .none, .dividedByFactor:
             return Tensor(shape: canonicalShape, data: t.data)
         case .constant(let value):
             return Tensor(shape: canonicalShape, data: [Float](repeating: value, count: canonicalShape.reduce(1, *)))
@@ -128,10 +132,20 @@ public struct MappingResult: Sendable {
                 weights[binding.canonical.name] = binding.transform.apply(Tensor(zeros: [0]), canonicalShape: shape)
                 continue
             }
-            let raw = try file.load(record.name)
+            var raw = try file.load(record.name)
             guard raw.count == shape.reduce(1, *) else {
                 throw ZooError.badTensor(path: file.path, tensor: record.name,
                                          reason: "holds \(raw.count) values, \(binding.canonical.name) needs \(shape)")
+            }
+            if case .dividedByFactor(let factorName) = binding.transform {
+                let factor = try file.load(factorName)
+                guard factor.count == 1, let value = factor.data.first else {
+                    throw ZooError.badTensor(path: file.path, tensor: factorName,
+                                             reason: "a BatchNorm scale factor holds one value, this holds \(factor.count)")
+                }
+                // Caffe: scale = factor == 0 ? 0 : 1 / factor.
+                let scale: Float = value == 0 ? 0 : 1 / value
+                raw.data = raw.data.map { $0 * scale }
             }
             weights[binding.canonical.name] = binding.transform.apply(raw, canonicalShape: shape)
         }
@@ -193,6 +207,7 @@ public enum WeightMapping {
         if result.impliedZeroBiases > 0 {
             result.notes.append("\(result.impliedZeroBiases) bias input(s) absent from the graph, read as zeros (exporters drop all-zero biases)")
         }
+        result.notes += source.notes
         if let prefix = source.strippedPrefix {
             result.notes.append("prefix '\(prefix)' removed from every tensor name")
         }
@@ -315,11 +330,12 @@ extension MappingResult {
             }
             used.insert(p.role)
             var t: LayoutTransform = p.role == .weight ? transform : .none
+            if p.role.isBuffer, let factor = src.runningSumsFactor { t = .dividedByFactor(factor.name) }
             var shape = t.canonicalShape(of: record.shape)
             // Unit dimensions do not move any value: Caffe2 stores FC weights as
             // [1, 1, out, in] and reshapes them in the graph.
             if shape != p.shape, record.shape.filter({ $0 != 1 }) == p.shape.filter({ $0 != 1 }), record.shape.count != 2 || p.shape.count != 2 {
-                t = .none
+                if case .dividedByFactor = t {} else { t = .none }
                 shape = p.shape
             }
             if shape != p.shape {

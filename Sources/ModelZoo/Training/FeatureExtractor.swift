@@ -126,9 +126,11 @@ public final class FeatureExtractor {
                         if let view = views[index], let augmentation = options.augmentation {
                             let drawn = augmentation.draw(path: path, view: view, width: decoded.width, height: decoded.height)
                             image = ImagePreprocessor.augmentedTensorData(decoded, for: preprocessing, size: size, channels: input.c,
-                                                                          crop: drawn.crop, flip: drawn.flip)
+                                                                          crop: drawn.crop, flip: drawn.flip,
+                                                                          meanBGR: plan.source.architecture.meanBGR)
                         } else {
-                            image = ImagePreprocessor.tensorData(decoded, for: preprocessing, size: size, channels: input.c)
+                            image = ImagePreprocessor.tensorData(decoded, for: preprocessing, size: size, channels: input.c,
+                                                                 meanBGR: plan.source.architecture.meanBGR)
                         }
                     } catch {
                         if options.strict { throw error }

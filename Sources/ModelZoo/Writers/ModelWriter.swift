@@ -32,7 +32,7 @@ public enum ModelWriter {
         switch format {
         case .kerasH5, .kerasWeightsH5: _ = try KerasLayout.plan(net)
         case .onnx, .safetensors, .pth: break
-        case .hdf5, .npy:
+        case .hdf5, .npy, .caffemodel:
             throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras-h5, keras-weights-h5, safetensors or pth")
         }
     }
@@ -78,7 +78,7 @@ public enum ModelWriter {
                                   attributes: metadata, to: path)
             return Summary(path: path, format: format, tensors: plan.layers.reduce(0) { $0 + $1.weights.count },
                            parameters: net.totalParameters, transforms: plan.transformLabels)
-        case .hdf5, .npy:
+        case .hdf5, .npy, .caffemodel:
             throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
         }
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mutational fuzzing of zoo's readers (ONNX, HDF5, safetensors, npy, PyTorch .pth).
+"""Mutational fuzzing of zoo's readers (ONNX, HDF5, safetensors, npy, PyTorch .pth, Caffe).
 
 Mutates the committed fixtures (bit flips, interesting integers, chunk deletion and
 duplication, truncation, splices) and, per format, their structure (safetensors and npy
@@ -52,9 +52,11 @@ SEEDS = {
     "safetensors": ["safetensors/model.safetensors", "safetensors/bf16.safetensors", "lenet/lenet5_digits.safetensors"],
     "npy": ["npy/f4_2d.npy", "npy/f2.npy", "npy/f8.npy", "npy/be_f4.npy", "npy/fortran.npy", "npy/v2.npy",
             "npy/v3.npy", "npy/scalar.npy", "npy/vec3.npy"],
+    "caffe": ["caffe/alexnet_w8_v1.caffemodel", "caffe/googlenet_w16_v2.caffemodel", "caffe/resnet50_w2_v2.caffemodel",
+              "caffe/cycle.caffemodel", "caffe/unknown_v1_type.caffemodel"],
     "pth": ["pth/resnet18w2.pth", "pth/resnet18w2_legacy.pth", "pth/resnet18w2_checkpoint.pth", "pth/lenet5_digits.pth"],
 }
-EXTENSIONS = {"hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
+EXTENSIONS = {"caffe": ".caffemodel", "hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
 INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
                1 << 32, 1 << 40, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
 CONTAINED = re.compile(r"the HDF5 library (failed on this file|spent over|did not finish)|the HDF5 worker")

@@ -11,6 +11,8 @@ public enum WeightFormat: String, Sendable, Codable {
     case npy
     /// PyTorch `torch.save` of a state_dict or checkpoint: the zip archive or the legacy layout.
     case pth
+    /// Keras 3 native `.keras`: a zip of config.json, metadata.json and model.weights.h5.
+    case keras
 }
 
 /// One tensor as a file declares it: the file's own name, shape and element type.

@@ -92,6 +92,11 @@ public final class HDF5File: WeightFile {
     private let image: KerasArchive.Image?
     /// A `.keras` archive: the extra address space its worker needs (nil for HDF5 files).
     private let archiveSpace: UInt64?
+    /// A deflated archive's tensors, read by one worker at the first `load` (one inflation
+    /// instead of one per tensor) and handed out once each: a second `load` of the same
+    /// tensor asks a worker again.
+    private var prefetched: [String: [Float]]?
+    private let prefetchLock = NSLock()
 
     public convenience init(path: String) throws {
         let file = try ReadOnlyFile(path: path)
@@ -232,6 +237,9 @@ public final class HDF5File: WeightFile {
             return Tensor(shape: record.shape, data: data)
         case .library:
             if count == 0 { return Tensor(shape: record.shape, data: []) }
+            if fileID == nil, let archiveSpace, let values = try takePrefetched(name, archiveSpace: archiveSpace) {
+                return Tensor(shape: record.shape, data: values)
+            }
             guard let fileID else {
                 return Tensor(shape: record.shape,
                               data: try HDF5Isolation.read(path: path, tensor: name, dataset: datasetPath, count: count,
@@ -240,6 +248,20 @@ public final class HDF5File: WeightFile {
             return Tensor(shape: record.shape, data: try HDF5File.readFloats(fileID, path: path, tensor: name,
                                                                               dataset: datasetPath, count: count))
         }
+    }
+
+    private func takePrefetched(_ name: String, archiveSpace: UInt64) throws -> [Float]? {
+        prefetchLock.lock()
+        defer { prefetchLock.unlock() }
+        if prefetched == nil {
+            let wanted = tensors.compactMap { record -> (tensor: String, dataset: String, count: Int)? in
+                guard storage[record.name] == .library, record.dtype.convertsToFloat32, record.elementCount > 0,
+                      let dataset = datasetPaths[record.name] else { return nil }
+                return (record.name, dataset, record.elementCount)
+            }
+            prefetched = try HDF5Isolation.readArchive(path: path, datasets: wanted, archiveSpace: archiveSpace)
+        }
+        return prefetched?.removeValue(forKey: name)
     }
 
     /// A dataset converted to float32 by libhdf5 (float16, float64, big-endian, chunked or

@@ -67,6 +67,34 @@ enum HDF5Isolation {
         return values
     }
 
+    /// Several datasets of a `.keras` archive in one worker run, so a deflated weights entry
+    /// is inflated once for all of them rather than once per tensor.
+    static func readArchive(path: String, datasets: [(tensor: String, dataset: String, count: Int)],
+                            archiveSpace: UInt64) throws -> [String: [Float]] {
+        var total = 0
+        for item in datasets {
+            let (sum, overflow) = total.addingReportingOverflow(item.count)
+            guard !overflow, sum <= HDF5File.maximumLoadBytes / 4 else {
+                throw ZooError.unreadableFile(path: path, reason: "the archive's tensors add up to more than "
+                    + "\(describeBytes(HDF5File.maximumLoadBytes)) as float32")
+            }
+            total = sum
+        }
+        let space = UInt64(total) * 8 + (1 << 31) + archiveSpace
+        let arguments = ["read-keras-all", path] + datasets.flatMap { [$0.dataset, String($0.count)] }
+        let reply = try runWorker(arguments, path: path, tensor: nil, payloadLimit: total * 4, addressSpace: space, floats: total)
+        guard case .floats(let values) = reply, values.count == total else {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker sent a short reply")
+        }
+        var out: [String: [Float]] = [:]
+        var at = 0
+        for item in datasets {
+            out[item.tensor] = Array(values[at..<(at + item.count)])
+            at += item.count
+        }
+        return out
+    }
+
     enum Reply {
         case contents(HDF5Contents)
         case floats([Float])
@@ -256,6 +284,17 @@ public enum HDF5Worker {
                 guard let count = Int(arguments[5]), count > 0 else { return 64 }
                 let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
                 let values = try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
+                values.withUnsafeBytes { send("D", $0) }
+            case "read-keras-all" where arguments.count >= 4 && arguments.count % 2 == 0:
+                let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
+                var values: [Float] = []
+                var index = 4
+                while index + 1 < arguments.count {
+                    guard let count = Int(arguments[index + 1]), count > 0 else { return 64 }
+                    values += try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[index],
+                                                      dataset: arguments[index], count: count)
+                    index += 2
+                }
                 values.withUnsafeBytes { send("D", $0) }
             case "read" where arguments.count == 6:
                 guard let count = Int(arguments[5]), count > 0 else { return 64 }

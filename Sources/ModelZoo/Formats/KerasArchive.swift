@@ -125,6 +125,19 @@ enum KerasArchive {
             }
             let image = memory + (weights.stored ? weights.dataOffset : 0)
             let imageSize = size
+            // libhdf5's image driver fails on a non-HDF5 entry without saying why.
+            var signed = false
+            var at = 0
+            while at + 8 <= imageSize && !signed {
+                signed = UnsafeRawBufferPointer(start: image + at, count: 8).elementsEqual(WeightFileOpener.hdf5Signature)
+                at = at == 0 ? 512 : at * 2
+            }
+            guard signed else {
+                let (base, length) = (memory, mappedLength)
+                if let length { munmap(base, length) } else { free(base) }
+                throw ZooError.unreadableFile(path: path, reason: "'\(weightsEntryName)' in the archive is not an HDF5 file "
+                    + "(no HDF5 signature found)")
+            }
             let id = HDF5Library.serialized { zoo_h5_open_image(image, imageSize) }
             guard id >= 0 else {
                 let message = HDF5Library.serialized { HDF5Library.takeErrorMessage() }

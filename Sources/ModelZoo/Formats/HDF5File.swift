@@ -27,7 +27,7 @@ import Foundation
 /// datasets may legally declare far more than the file size, so the cap is their only bound.
 /// Datasets stored in external files or virtual datasets are refused: they would read
 /// files other than the one the user named.
-public final class HDF5File: WeightFile {
+public final class HDF5File: WeightFile, DescribesContents {
     /// The largest tensor `load` will materialize, in float32 bytes.
     public static let maximumLoadBytes = 8 << 30
 
@@ -152,7 +152,23 @@ public final class HDF5File: WeightFile {
         }
         self.init(path: path, file: file, contents: contents, fileID: image?.fileID, image: image,
                   archiveSpace: extraSpace)
+        let entry = weights.entry
+        archiveDetails.append(("weights", weights.stored
+            ? "\(KerasArchive.weightsEntryName), stored (\(grouped(entry.uncompressedSize)) bytes at offset \(grouped(weights.dataOffset))): read in place"
+            : "\(KerasArchive.weightsEntryName), deflated (\(grouped(entry.compressedSize)) -> \(grouped(entry.uncompressedSize)) bytes): "
+                + "inflated by the sandboxed worker"))
+        if let data = config?.data(using: .utf8), let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            let body = root["config"] as? [String: Any]
+            let layers = (body?["layers"] as? [Any])?.count
+            archiveDetails.append(("config", "\(root["class_name"] as? String ?? "?") '\(body?["name"] as? String ?? "?")'"
+                + (layers.map { ", \($0) layers" } ?? "")))
+        }
     }
+
+    /// What `zoo inspect` adds for a `.keras` archive: how the weights entry is stored, and
+    /// the model its config describes.
+    public var contentDetails: [(String, String)] { archiveDetails }
+    private var archiveDetails: [(String, String)] = []
 
     private init(path: String, file: ReadOnlyFile, contents: HDF5Contents, fileID: hid_t?,
                  image: KerasArchive.Image? = nil, archiveSpace: UInt64? = nil) {

@@ -100,9 +100,11 @@ public enum KerasArchiveWriter {
     static func config(_ net: ResolvedNetwork, plan: KerasLayout) throws -> String {
         let id = net.architecture.id
         func refuse(_ why: String) -> ZooError { .invalidArgument("cannot write \(id) as a .keras archive: \(why)") }
-        guard supportedArchitectures.contains(id), net.architecture.includeTop else {
-            throw refuse("its Keras model is not a chain of layers (ResNets merge branches with Add) or has no config "
-                + "written here; write .weights.h5 or .h5 and load it into the Tools/keras_models.py or keras.applications model")
+        guard supportedArchitectures.contains(id) else {
+            throw refuse(net.architecture.family == .resnet
+                ? "its Keras model merges branches (Add), and only chains of layers get a config.json here; write "
+                    + ".weights.h5 or .h5 and load it into the Tools/keras_models.py or keras.applications model"
+                : "there is no Keras model for it to describe in config.json")
         }
         let applications = id == "vgg16" || id == "vgg19"
         // Weighted layers keep the names KerasLayout gives them (and the .weights.h5 holds).

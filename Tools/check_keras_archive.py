@@ -10,7 +10,7 @@ For each architecture: `zoo init ARCH x.keras`, then `keras.models.load_model("x
 
     KERAS_BACKEND=jax python3 Tools/check_keras_archive.py [ARCH ...]
 
-Default: lenet5 lenet5-classic vgg11_bn vgg16 alexnet. Needs keras, numpy and a built zoo
+Default: lenet5 lenet5-classic alexnet vgg11_bn vgg16 resnet18 resnet50-keras. Needs keras, numpy and a built zoo
 (ZOO, default .build/debug/zoo).
 """
 import os
@@ -57,7 +57,7 @@ def check(arch, folder):
 
 
 def main():
-    archs = sys.argv[1:] or ["lenet5", "lenet5-classic", "vgg11_bn", "vgg16", "alexnet"]
+    archs = sys.argv[1:] or ["lenet5", "lenet5-classic", "alexnet", "vgg11_bn", "vgg16", "resnet18", "resnet50-keras"]
     with tempfile.TemporaryDirectory() as folder:
         for arch in archs:
             check(arch, folder)

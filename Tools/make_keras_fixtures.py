@@ -94,6 +94,12 @@ def main():
 
     keras1_file(os.path.join(OUT, "lenet5_keras1.h5"), model, top=True)
     keras1_file(os.path.join(OUT, "lenet5_keras1_notop.h5"), model, top=False)
+    # Keras's own legacy loader takes the Keras 1 layout, by position, as it takes the
+    # keras.applications downloads: same outputs.
+    keras.backend.clear_session()
+    fresh = keras_models.build("lenet5")
+    fresh.load_weights(os.path.join(OUT, "lenet5_keras1.h5"))
+    assert np.allclose(fresh.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     notop = keras.Model(model.inputs, model.layers[4].output)
     features = np.asarray(notop.predict(x, verbose=0), np.float32)
     np.save(os.path.join(OUT, "features_batch8_notop_keras.npy"), features.transpose(0, 3, 1, 2).copy())

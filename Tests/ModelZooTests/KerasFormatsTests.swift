@@ -247,6 +247,15 @@ final class KerasFormatsTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxDifference(features, keras), 1e-5)
     }
 
+    func testFinetuneRefusesANoTopFileWithAReason() throws {
+        let out = scratch.appendingPathComponent("digits.safetensors").path
+        let result = try CLI.run(["finetune", "--weights", fixture("lenet5_keras1_notop.h5"), "--data",
+                                  CLI.fixture("digits59"), "--out", out, "--epochs", "1"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("without its classifier (include_top=False)"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testNoTopShapesOfTheImageNetNetworks() throws {
         let vgg = try ArchitectureRegistry.find("vgg16").withoutTop().resolve()
         XCTAssertEqual(vgg.layers.last?.output, Shape3(512, 7, 7))

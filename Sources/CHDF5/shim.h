@@ -116,3 +116,10 @@ static inline long zoo_h5_link_names(hid_t group, long max_links, char **names, 
     }
     return -1;
 }
+
+/* Opens an HDF5 file held in memory (a .keras archive's model.weights.h5) read-only,
+ * without copying it: the caller keeps `image` alive until H5Fclose. */
+#include <hdf5_hl.h>
+static inline hid_t zoo_h5_open_image(void *image, size_t size) {
+    return H5LTopen_file_image(image, size, H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
+}

@@ -8,9 +8,9 @@ extension WeightFormat: ExpressibleByArgument {}
 private func writableFormat(_ format: WeightFormat?) throws -> WeightFormat? {
     guard let format else { return nil }
     switch format {
-    case .onnx, .kerasH5, .kerasWeightsH5, .safetensors, .pth: return format
+    case .onnx, .kerasH5, .kerasWeightsH5, .keras, .safetensors, .pth: return format
     case .hdf5, .npy, .caffemodel:
-        throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
+        throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras, keras-h5, keras-weights-h5, safetensors or pth")
     }
 }
 
@@ -47,7 +47,7 @@ struct Convert: ParsableCommand {
     var output: String
     @Option(help: "Architecture id, when the input alone does not settle it.")
     var arch: String?
-    @Option(help: "onnx, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
+    @Option(help: "onnx, keras, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
     var to: WeightFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false
@@ -98,7 +98,7 @@ struct Init: ParsableCommand {
     var classes: Int?
     @Option(name: .customLong("input-size"), help: "Input size N or HxW (default: the architecture's).")
     var inputSize: String?
-    @Option(help: "onnx, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
+    @Option(help: "onnx, keras, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
     var to: WeightFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false

@@ -10,7 +10,7 @@ struct Run: ParsableCommand {
     @OptionGroup var source: ModelOptions
     @Option(help: "Input tensor, float32 [N, C, H, W].")
     var input: String
-    @Option(help: "Where to write the logits, float32 [N, classes].")
+    @Option(help: "Where to write the logits, float32 [N, classes] (a no-top file: its last feature map, [N, C, H, W]).")
     var output: String
 
     func run() throws {
@@ -29,7 +29,11 @@ struct Run: ParsableCommand {
                                       precision: source.precision)
             let logits = try network.forward(x)
             try NPY.write(logits, to: output)
-            print("\(model.report.architecture ?? "?"): wrote logits \(logits.shape) to \(output)")
+            if model.report.noTop {
+                print("\(model.report.architecture ?? "?") (no top): wrote the last feature map \(logits.shape) (NCHW) to \(output)")
+            } else {
+                print("\(model.report.architecture ?? "?"): wrote logits \(logits.shape) to \(output)")
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ public struct Architecture: Sendable {
     /// Producers whose files this spec is the variant of (matched inside the file's
     /// producer string): breaks ties between specs that share every shape.
     public let producers: [String]
+    /// False for the network without its classifier (Keras `include_top=False`): it ends at
+    /// the last feature map, and `withoutTop()` made it.
+    public let includeTop: Bool
     private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
     /// Per-channel means (B, G, R, or one for all) the caffe preprocessing subtracts in
     /// place of ImageNet's: set from a caffemodel's transform_param when it has one.
@@ -50,13 +53,44 @@ public struct Architecture: Sendable {
                 inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,
                 defaultClasses: Int = 1000, headLayer: String, publishedParameters: Int?,
                 preprocessing: Preprocessing, aliases: [String] = [], producers: [String] = [],
+                includeTop: Bool = true,
                 layers: @escaping @Sendable (_ classes: Int) -> [Layer]) {
         self.id = id; self.title = title; self.family = family; self.variant = variant
         self.namingSource = namingSource; self.inputChannels = inputChannels
         self.defaultInputSize = defaultInputSize; self.acceptsOtherInputSizes = acceptsOtherInputSizes
         self.defaultClasses = defaultClasses; self.headLayer = headLayer
         self.publishedParameters = publishedParameters; self.preprocessing = preprocessing
-        self.aliases = aliases; self.producers = producers; self.makeLayers = layers
+        self.aliases = aliases; self.producers = producers; self.includeTop = includeTop; self.makeLayers = layers
+    }
+
+    /// Whether the network ends in fully connected layers a no-top file leaves out.
+    public var hasClassifier: Bool {
+        layers().contains { if case .linear = $0.op { return true }; return false }
+    }
+
+    /// The network as keras.applications builds it with `include_top=False`: everything
+    /// before the first fully connected layer, less the flatten, dropout and adaptive pool
+    /// that only feed the classifier. It ends at the last feature map (VGG's last max pool,
+    /// ResNet's last block), which is what Keras's no-top model outputs. Without the
+    /// classifier nothing fixes the input size.
+    public func withoutTop() -> Architecture {
+        let make = makeLayers
+        return Architecture(
+            id: id, title: title, family: family, variant: variant + ", no top (include_top=False)",
+            namingSource: namingSource, inputChannels: inputChannels, defaultInputSize: defaultInputSize,
+            acceptsOtherInputSizes: true, defaultClasses: defaultClasses, headLayer: headLayer,
+            publishedParameters: nil, preprocessing: preprocessing, aliases: aliases, producers: producers,
+            includeTop: false
+        ) { classes in
+            var kept = Array(make(classes).prefix { if case .linear = $0.op { return false }; return true })
+            while let last = kept.last {
+                switch last.op {
+                case .flatten, .dropout, .adaptiveAvgPool: kept.removeLast()
+                default: return kept
+                }
+            }
+            return kept
+        }
     }
 
     /// The layer list for a given head size.

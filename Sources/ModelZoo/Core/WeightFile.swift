@@ -13,6 +13,8 @@ public enum WeightFormat: String, Sendable, Codable {
     case pth
     /// Caffe `.caffemodel`: a protobuf NetParameter, V1 (`layers`) or V2 (`layer`) layout.
     case caffemodel
+    /// Keras 3 native `.keras`: a zip of config.json, metadata.json and model.weights.h5.
+    case keras
 }
 
 /// One tensor as a file declares it: the file's own name, shape and element type.

@@ -27,7 +27,7 @@ import Foundation
 /// datasets may legally declare far more than the file size, so the cap is their only bound.
 /// Datasets stored in external files or virtual datasets are refused: they would read
 /// files other than the one the user named.
-public final class HDF5File: WeightFile {
+public final class HDF5File: WeightFile, DescribesContents {
     /// The largest tensor `load` will materialize, in float32 bytes.
     public static let maximumLoadBytes = 8 << 30
 
@@ -88,31 +88,96 @@ public final class HDF5File: WeightFile {
     /// libhdf5 lock, so one big tensor does not hold up other threads' HDF5 calls. Speed is
     /// about the same as H5Dread (both ~120-190 ms for all of VGG16 here).
     private let rawFile: ReadOnlyFile
+    /// A `.keras` archive read in this process: the weights entry as libhdf5 holds it.
+    private let image: KerasArchive.Image?
+    /// A `.keras` archive: the extra address space its worker needs (nil for HDF5 files).
+    private let archiveSpace: UInt64?
+    /// A deflated archive's tensors, read by one worker at the first `load` (one inflation
+    /// instead of one per tensor) and handed out once each: a second `load` of the same
+    /// tensor asks a worker again.
+    private var prefetched: [String: [Float]]?
+    private let prefetchLock = NSLock()
 
-    public init(path: String) throws {
-        self.path = path
+    public convenience init(path: String) throws {
         let file = try ReadOnlyFile(path: path)
-        rawFile = file
-        fileSize = file.size
-        if fileSize == 0 {
+        if file.size == 0 {
             throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not an HDF5 file")
         }
-        let contents: HDF5Contents
         if ReaderIsolation.hdf5InChildProcess {
             // libhdf5 crashes on crafted files (segfaults, invalid frees, endless loops in
             // 1.10.8): only a sandboxed child process ever hands it the user's file.
-            contents = try HDF5Isolation.scan(path: path)
-            fileID = nil
+            self.init(path: path, file: file, contents: try HDF5Isolation.scan(path: path), fileID: nil)
         } else {
             let id = try HDF5File.openInProcess(path)
+            let contents: HDF5Contents
             do {
                 contents = try HDF5Library.serialized { try Scanner(fileID: id, path: path).scan(fileSize: file.size) }
             } catch {
                 HDF5Library.serialized { _ = H5Fclose(id) }
                 throw error
             }
-            fileID = id
+            self.init(path: path, file: file, contents: contents, fileID: id)
         }
+    }
+
+    /// A Keras 3 `.keras` archive (see `KerasArchive`): the tensors of its
+    /// `model.weights.h5`, its `config.json` as the model config, and the Keras version
+    /// from `metadata.json`. The zip's directory and JSON entries are read here; the HDF5
+    /// entry only by libhdf5 in the worker.
+    convenience init(kerasArchive file: ReadOnlyFile, zip: ZipDirectory) throws {
+        let path = file.path
+        let weights = try KerasArchive.weightsEntry(zip)
+        let config = try KerasArchive.text(zip, KerasArchive.configEntryName)
+        let metadata = try KerasArchive.text(zip, KerasArchive.metadataEntryName)
+        let extraSpace = KerasArchive.workerExtraSpace(fileSize: file.size, weights: weights)
+        var contents: HDF5Contents
+        var image: KerasArchive.Image?
+        if ReaderIsolation.hdf5InChildProcess {
+            contents = try HDF5Isolation.scan(path: path, archiveSpace: extraSpace)
+        } else {
+            let opened = try KerasArchive.Image(archive: file)
+            contents = try HDF5Library.serialized { try Scanner(fileID: opened.fileID, path: path).scan(fileSize: opened.size) }
+            contents.place(inArchiveAt: opened.offsetInArchive)
+            image = opened
+        }
+        guard contents.format == .kerasWeightsH5 || (contents.format == .hdf5 && contents.tensors.isEmpty) else {
+            throw ZooError.unreadableFile(path: path, reason: "'\(KerasArchive.weightsEntryName)' in the archive is not in "
+                + "Keras 3's layout (layers/<name>/vars) but \(contents.format.rawValue)")
+        }
+        contents.format = .keras
+        contents.modelConfigJSON = config
+        if let data = metadata?.data(using: .utf8),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            contents.kerasVersion = object["keras_version"] as? String
+        }
+        self.init(path: path, file: file, contents: contents, fileID: image?.fileID, image: image,
+                  archiveSpace: extraSpace)
+        let entry = weights.entry
+        archiveDetails.append(("weights", weights.stored
+            ? "\(KerasArchive.weightsEntryName), stored (\(grouped(entry.uncompressedSize)) bytes at offset \(grouped(weights.dataOffset))): read in place"
+            : "\(KerasArchive.weightsEntryName), deflated (\(grouped(entry.compressedSize)) -> \(grouped(entry.uncompressedSize)) bytes): "
+                + "inflated by the sandboxed worker"))
+        if let data = config?.data(using: .utf8), let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            let body = root["config"] as? [String: Any]
+            let layers = (body?["layers"] as? [Any])?.count
+            archiveDetails.append(("config", "\(root["class_name"] as? String ?? "?") '\(body?["name"] as? String ?? "?")'"
+                + (layers.map { ", \($0) layers" } ?? "")))
+        }
+    }
+
+    /// What `zoo inspect` adds for a `.keras` archive: how the weights entry is stored, and
+    /// the model its config describes.
+    public var contentDetails: [(String, String)] { archiveDetails }
+    private var archiveDetails: [(String, String)] = []
+
+    private init(path: String, file: ReadOnlyFile, contents: HDF5Contents, fileID: hid_t?,
+                 image: KerasArchive.Image? = nil, archiveSpace: UInt64? = nil) {
+        self.path = path
+        rawFile = file
+        fileSize = file.size
+        self.fileID = fileID
+        self.image = image
+        self.archiveSpace = archiveSpace
         format = contents.format
         tensors = contents.tensors
         optimizerTensors = contents.optimizerTensors
@@ -148,7 +213,8 @@ public final class HDF5File: WeightFile {
     }
 
     deinit {
-        if let id = fileID { HDF5Library.serialized { _ = H5Fclose(id) } }
+        // An archive's image closes its own file.
+        if image == nil, let id = fileID { HDF5Library.serialized { _ = H5Fclose(id) } }
     }
 
     public func load(_ name: String) throws -> Tensor {
@@ -187,13 +253,31 @@ public final class HDF5File: WeightFile {
             return Tensor(shape: record.shape, data: data)
         case .library:
             if count == 0 { return Tensor(shape: record.shape, data: []) }
+            if fileID == nil, let archiveSpace, let values = try takePrefetched(name, archiveSpace: archiveSpace) {
+                return Tensor(shape: record.shape, data: values)
+            }
             guard let fileID else {
                 return Tensor(shape: record.shape,
-                              data: try HDF5Isolation.read(path: path, tensor: name, dataset: datasetPath, count: count))
+                              data: try HDF5Isolation.read(path: path, tensor: name, dataset: datasetPath, count: count,
+                                                           archiveSpace: archiveSpace))
             }
             return Tensor(shape: record.shape, data: try HDF5File.readFloats(fileID, path: path, tensor: name,
                                                                               dataset: datasetPath, count: count))
         }
+    }
+
+    private func takePrefetched(_ name: String, archiveSpace: UInt64) throws -> [Float]? {
+        prefetchLock.lock()
+        defer { prefetchLock.unlock() }
+        if prefetched == nil {
+            let wanted = tensors.compactMap { record -> (tensor: String, dataset: String, count: Int)? in
+                guard storage[record.name] == .library, record.dtype.convertsToFloat32, record.elementCount > 0,
+                      let dataset = datasetPaths[record.name] else { return nil }
+                return (record.name, dataset, record.elementCount)
+            }
+            prefetched = try HDF5Isolation.readArchive(path: path, datasets: wanted, archiveSpace: archiveSpace)
+        }
+        return prefetched?.removeValue(forKey: name)
     }
 
     /// A dataset converted to float32 by libhdf5 (float16, float64, big-endian, chunked or
@@ -296,6 +380,21 @@ struct HDF5Contents: Codable {
     var declaredLayerNames: [String: String] = [:]
     var absentTensors: [String] = []
     var storage: [String: HDF5Storage] = [:]
+
+    /// Offsets found in a `.keras` archive's weights image made offsets in the archive
+    /// (`offset` is where the stored entry's bytes start); with nil, the entry was inflated
+    /// and no dataset can be read in place.
+    mutating func place(inArchiveAt offset: Int?) {
+        for (name, where_) in storage {
+            guard case .direct(let inImage) = where_ else { continue }
+            if let offset {
+                let (moved, overflow) = inImage.addingReportingOverflow(offset)
+                storage[name] = overflow ? .refused("offset \(inImage) overflows") : .direct(moved)
+            } else {
+                storage[name] = .library
+            }
+        }
+    }
 }
 
 /// Walks the file's groups and attributes. Every method expects the libhdf5 lock held.

@@ -49,24 +49,54 @@ public enum ReaderIsolation {
 enum HDF5Isolation {
     static let scanReplyLimit = 256 << 20
 
-    static func scan(path: String) throws -> HDF5Contents {
-        let reply = try runWorker(["scan", path], path: path, tensor: nil, payloadLimit: scanReplyLimit,
-                                  addressSpace: 2 << 30)
+    /// `archiveSpace` non-nil: `path` is a `.keras` archive whose worker needs that much
+    /// more address space (the mapped zip, an inflated entry).
+    static func scan(path: String, archiveSpace: UInt64? = nil) throws -> HDF5Contents {
+        let reply = try runWorker([archiveSpace == nil ? "scan" : "scan-keras", path], path: path, tensor: nil,
+                                  payloadLimit: scanReplyLimit, addressSpace: (2 << 30) + (archiveSpace ?? 0))
         guard case .contents(let contents) = reply else {
             throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker answered out of turn")
         }
         return contents
     }
 
-    static func read(path: String, tensor: String, dataset: String, count: Int) throws -> [Float] {
+    static func read(path: String, tensor: String, dataset: String, count: Int, archiveSpace: UInt64? = nil) throws -> [Float] {
         // The child holds the float32 result plus libhdf5's chunk cache and the stored bytes.
-        let space = UInt64(3 * count * 4 + (1 << 31))
-        let reply = try runWorker(["read", path, dataset, String(count)], path: path, tensor: tensor,
+        let space = UInt64(3 * count * 4 + (1 << 31)) + (archiveSpace ?? 0)
+        let reply = try runWorker([archiveSpace == nil ? "read" : "read-keras", path, dataset, String(count)], path: path, tensor: tensor,
                                   payloadLimit: count * 4, addressSpace: space, floats: count)
         guard case .floats(let values) = reply, values.count == count else {
             throw ZooError.badTensor(path: path, tensor: tensor, reason: "the HDF5 worker sent a short reply")
         }
         return values
+    }
+
+    /// Several datasets of a `.keras` archive in one worker run, so a deflated weights entry
+    /// is inflated once for all of them rather than once per tensor.
+    static func readArchive(path: String, datasets: [(tensor: String, dataset: String, count: Int)],
+                            archiveSpace: UInt64) throws -> [String: [Float]] {
+        var total = 0
+        for item in datasets {
+            let (sum, overflow) = total.addingReportingOverflow(item.count)
+            guard !overflow, sum <= HDF5File.maximumLoadBytes / 4 else {
+                throw ZooError.unreadableFile(path: path, reason: "the archive's tensors add up to more than "
+                    + "\(describeBytes(HDF5File.maximumLoadBytes)) as float32")
+            }
+            total = sum
+        }
+        let space = UInt64(total) * 8 + (1 << 31) + archiveSpace
+        let arguments = ["read-keras-all", path] + datasets.flatMap { [$0.dataset, String($0.count)] }
+        let reply = try runWorker(arguments, path: path, tensor: nil, payloadLimit: total * 4, addressSpace: space, floats: total)
+        guard case .floats(let values) = reply, values.count == total else {
+            throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker sent a short reply")
+        }
+        var out: [String: [Float]] = [:]
+        var at = 0
+        for item in datasets {
+            out[item.tensor] = Array(values[at..<(at + item.count)])
+            at += item.count
+        }
+        return out
     }
 
     enum Reply {
@@ -233,7 +263,8 @@ struct WorkerFailure: Codable {
 }
 
 /// The child's side: `zoo --zoo-hdf5-worker CPU_SECONDS ADDRESS_SPACE scan PATH` or
-/// `... read PATH DATASET COUNT`. Enters the sandbox before it opens the file, answers once
+/// `... read PATH DATASET COUNT` (`scan-keras`, `read-keras`: the same on a `.keras` archive's
+/// weights entry). Enters the sandbox before it opens the file, answers once
 /// on standard output, and exits.
 public enum HDF5Worker {
     public static let commandLineFlag = "--zoo-hdf5-worker"
@@ -250,6 +281,27 @@ public enum HDF5Worker {
                 let id = try HDF5File.openInProcess(path)
                 let contents = try HDF5Library.serialized { try Scanner(fileID: id, path: path).scan(fileSize: Int(info.st_size)) }
                 try JSONEncoder().encode(contents).withUnsafeBytes { send("S", $0) }
+            case "scan-keras" where arguments.count == 4:
+                let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
+                var contents = try HDF5Library.serialized { try Scanner(fileID: image.fileID, path: path).scan(fileSize: image.size) }
+                contents.place(inArchiveAt: image.offsetInArchive)
+                try JSONEncoder().encode(contents).withUnsafeBytes { send("S", $0) }
+            case "read-keras" where arguments.count == 6:
+                guard let count = Int(arguments[5]), count > 0 else { return 64 }
+                let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
+                let values = try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
+                values.withUnsafeBytes { send("D", $0) }
+            case "read-keras-all" where arguments.count >= 4 && arguments.count % 2 == 0:
+                let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
+                var values: [Float] = []
+                var index = 4
+                while index + 1 < arguments.count {
+                    guard let count = Int(arguments[index + 1]), count > 0 else { return 64 }
+                    values += try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[index],
+                                                      dataset: arguments[index], count: count)
+                    index += 2
+                }
+                values.withUnsafeBytes { send("D", $0) }
             case "read" where arguments.count == 6:
                 guard let count = Int(arguments[5]), count > 0 else { return 64 }
                 let id = try HDF5File.openInProcess(path)

@@ -4,7 +4,7 @@ import Foundation
 /// by extension (downloads are often misnamed): HDF5's signature at offset 0 or at a user
 /// block boundary (512, 1024, 2048, ...), `\x93NUMPY`, or safetensors' 8-byte header
 /// length followed by `{`, a zip holding `<name>/data.pkl` or torch's legacy magic number
-/// (PyTorch `.pth`). ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
+/// (PyTorch `.pth`), a zip holding `model.weights.h5` and `config.json` (Keras 3 `.keras`). ONNX has no magic: a `.onnx`/`.pb` name, or a protobuf whose
 /// first field is ModelProto's `ir_version` (tag 0x08), goes to `ONNXFile`.
 public enum WeightFileOpener {
     static let hdf5Signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -25,10 +25,16 @@ public enum WeightFileOpener {
         // (.keras, .npz) are named as what they are not, rather than "unknown format".
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
             let zip = try ZipDirectory(file: file)
+            if KerasArchive.isKerasArchive(zip) { return try HDF5File(kerasArchive: file, zip: zip) }
+            if zip.entries.contains(where: { $0.name == KerasArchive.configEntryName })
+                && zip.entries.contains(where: { $0.name == KerasArchive.metadataEntryName }) {
+                throw ZooError.unreadableFile(path: path, reason: "a .keras archive without '\(KerasArchive.weightsEntryName)': "
+                    + "it holds the model's config but no weights")
+            }
             guard PthFile.isTorchArchive(zip) else {
                 let names = zip.entries.prefix(5).map(\.name).joined(separator: ", ")
-                throw ZooError.unreadableFile(path: path, reason: "a zip archive without '<name>/data.pkl' (entries: \(names)): "
-                    + "not a PyTorch file")
+                throw ZooError.unreadableFile(path: path, reason: "a zip archive without '<name>/data.pkl' or "
+                    + "'\(KerasArchive.weightsEntryName)' (entries: \(names)): not a PyTorch or Keras file")
             }
             return try PthFile(zip: zip, file: file)
         }

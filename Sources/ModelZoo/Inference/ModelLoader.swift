@@ -44,7 +44,8 @@ public enum ModelLoader {
             report.ok = false
             throw VerificationFailed(report: report)
         }
-        let base = try requested ?? ArchitectureRegistry.find(archID)
+        let registered = try requested ?? ArchitectureRegistry.find(archID)
+        let base = report.noTop ? registered.withoutTop() : registered
         var arch = base
         var size = inputSize
         if let onnx = file as? ONNXFile {
@@ -72,7 +73,7 @@ public enum ModelLoader {
         }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
-        if names == nil && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
+        if names == nil && base.includeTop && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
         return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,
                            classNames: names)
     }
@@ -129,7 +130,7 @@ extension Architecture {
             id: id, title: title, family: family, variant: variant, namingSource: namingSource,
             inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: true,
             defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
-            preprocessing: preprocessing, aliases: aliases, producers: producers
+            preprocessing: preprocessing, aliases: aliases, producers: producers, includeTop: includeTop
         ) { classes in
             var replacements = pools.makeIterator()
             return make(classes).map { layer in

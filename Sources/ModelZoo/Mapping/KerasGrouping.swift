@@ -89,6 +89,8 @@ public enum KerasGrouping {
                                               "moving_mean": .runningMean, "moving_variance": .runningVar]
         if entries.allSatisfy({ named[$0.0] != nil }) {
             for (leaf, record) in entries { if let role = named[leaf] { tensors[role] = record } }
+        } else if let roles = keras1Roles(entries.map(\.0)) {
+            for ((_, record), role) in zip(entries, roles) { tensors[role] = record }
         } else if entries.allSatisfy({ Int($0.0) != nil }) {
             let byIndex = entries.sorted { (Int($0.0) ?? 0) < (Int($1.0) ?? 0) }.map(\.1)
             let first = byIndex.first?.shape.count
@@ -111,6 +113,30 @@ public enum KerasGrouping {
         case 2?: return (.dense, tensors)
         default: return nil
         }
+    }
+
+    /// Keras 1 named a layer's weights after the layer and the attribute holding them, and
+    /// TensorFlow appended a uniquing counter: `block1_conv1_W_1:0`, `block1_conv1_b_1:0`
+    /// (keras.applications' VGG16/VGG19 and `_notop` files still are this). Keras loads them
+    /// by position within the layer; the attribute names say the same: `W` kernel, `b` bias,
+    /// and BatchNorm's `gamma`, `beta`, `running_mean`, `running_std` (which held the
+    /// variance despite its name). Nil unless every name is one of those, each once.
+    static func keras1Roles(_ leaves: [String]) -> [ParameterRole]? {
+        let suffixes: [(String, ParameterRole)] = [("_running_mean", .runningMean), ("_running_std", .runningVar),
+                                                   ("_gamma", .weight), ("_beta", .bias), ("_W", .weight), ("_b", .bias)]
+        var roles: [ParameterRole] = []
+        for leaf in leaves {
+            // The counter TensorFlow adds to a repeated variable name: `_W_1`, `_b_12`.
+            var stem = Substring(leaf)
+            if let underscore = stem.lastIndex(of: "_"), stem[stem.index(after: underscore)...].allSatisfy(\.isNumber),
+               underscore < stem.index(before: stem.endIndex) {
+                stem = stem[..<underscore]
+            }
+            guard let role = suffixes.first(where: { stem.hasSuffix($0.0) && stem.count > $0.0.count })?.1,
+                  !roles.contains(role) else { return nil }
+            roles.append(role)
+        }
+        return roles.isEmpty ? nil : roles
     }
 
     /// A sort key giving Keras creation order: numbers inside names compare as numbers

@@ -6,12 +6,13 @@ public enum SourceModelBuilder {
         // Caffe files carry their net: layer types and names say which blobs form a layer.
         if let caffe = file as? CaffeModelFile { return CaffeGrouping.group(caffe) }
         switch file.format {
-        case .kerasH5, .kerasWeightsH5:
+        case .kerasH5, .kerasWeightsH5, .keras:
             let (layers, loose) = KerasGrouping.group(file.tensors,
                                                       declaredNames: (file as? HDF5File)?.kerasDeclaredLayerNames ?? [:])
             let config = (file as? HDF5File)?.modelConfigJSON
             return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
-                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
+                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)"
+                                   : file.format == .keras ? "Keras 3 .keras archive (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
                                pairing: .byCreationOrder)
         case .onnx, .hdf5, .safetensors, .npy, .pth, .caffemodel:
             let (layers, loose, prefix) = CanonicalNameGrouping.group(file.tensors)

@@ -108,6 +108,12 @@ public enum FineTuner {
             throw ZooError.invalidArgument("--augment must be between 1 and 1000 views, got \(augmentation.views)")
         }
         let model = try ModelLoader.load(path: options.weightsPath, architecture: options.architecture)
+        if model.report.noTop {
+            // The head would be global average pooling and one dense layer, which no spec
+            // here declares, so nothing could read the result back as a known network.
+            throw ZooError.invalidArgument("\(options.weightsPath) holds \(model.architecture.id) without its classifier "
+                + "(include_top=False): putting a new head on a no-top file is not supported yet; use weights with their top")
+        }
         let folder = try ImageFolder.forTraining(root: options.dataPath, validationFraction: options.validationFraction,
                                                  seed: options.hyper.seed)
         let plan = try TransferPlan(source: model.network, classes: folder.classNames.count, trainLast: options.trainLast)

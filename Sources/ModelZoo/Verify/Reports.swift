@@ -78,7 +78,7 @@ public enum ReportRenderer {
         } else {
             out.append("architecture: matches none of `zoo list`")
         }
-        if let c = r.classes { out.append("classes: \(c)") }
+        if let c = r.classes { out.append("classes: \(c)") } else if r.noTop { out.append("classes: none (no top)") }
         out.append("parameters: \(grouped(r.parameters))" + (r.expectedParameters.map { " (expected \(grouped($0)))" } ?? ""))
         for note in r.notes { out.append("note: \(note)") }
         if r.problems.isEmpty {
@@ -98,7 +98,7 @@ public enum ReportRenderer {
             "file": r.file, "format": r.format.rawValue, "convention": r.convention, "pairing": r.pairing.rawValue,
             "architecture": r.architecture ?? NSNull(), "variant": r.variant ?? NSNull(),
             "confidence": r.confidence.rawValue, "ok": r.ok, "parameters": r.parameters,
-            "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(),
+            "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(), "no_top": r.noTop,
             "notes": r.notes, "also_fits": r.alsoFits,
             "problems": r.problems.map { p -> [String: Any] in
                 ["tensor": p.tensor, "file_tensor": p.fileTensor ?? NSNull(), "canonical": p.canonical ?? NSNull(),

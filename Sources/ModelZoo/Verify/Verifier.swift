@@ -35,6 +35,9 @@ public struct VerifyReport: Sendable {
     public var notes: [String]
     /// Other architectures whose shapes fit as well, when the file cannot tell them apart.
     public var alsoFits: [String]
+    /// The file holds the network without its classifier (Keras `include_top=False`):
+    /// `architecture` names the full network, and the model ends at its last feature map.
+    public var noTop = false
 }
 
 public enum Verifier {
@@ -44,8 +47,13 @@ public enum Verifier {
                               checkValues: Bool = true) throws -> (VerifyReport, MappingResult?) {
         let source = try SourceModelBuilder.build(file)
         let candidates = architecture.map { [$0] } ?? ArchitectureRegistry.all
+        // Convolutions and not one fully connected layer: the `_notop` files keras.applications
+        // downloads for include_top=False. Each spec is then paired without its classifier.
+        let noTop = !source.layers.isEmpty && !source.layers.contains { $0.kind == .dense }
+            && source.layers.contains { $0.kind == .conv }
         var scored: [(arch: Architecture, mapping: MappingResult, problems: [MappingProblem])] = []
-        for arch in candidates {
+        for full in candidates {
+            let arch = noTop && full.includeTop && full.hasClassifier ? full.withoutTop() : full
             guard let mapping = WeightMapping.map(source, onto: arch) else { continue }
             let problems = mapping.problems + evidenceProblems(arch, source.evidence)
                 + totalProblems(mapping, source)
@@ -103,11 +111,16 @@ public enum Verifier {
         report.architecture = best.arch.id
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
-        report.classes = mapping.network.classes
+        report.noTop = !best.arch.includeTop
+        report.classes = report.noTop ? nil : mapping.network.classes
         report.problems = problems
         report.ok = problems.isEmpty
         report.expectedParameters = expectedLearnable(mapping)
         report.notes = mapping.notes
+        if report.noTop {
+            report.notes.insert("no top: the classifier is absent (include_top=False); the model ends at its last "
+                + "feature map, \(featureMapDescription(mapping.network))", at: 0)
+        }
         report.alsoFits = ties.map(\.arch.id)
         if architecture != nil {
             report.confidence = problems.isEmpty ? .high : .none
@@ -123,6 +136,11 @@ public enum Verifier {
             report.notes.append("spec total \(mapping.network.totalParameters) differs from the published \(published)")
         }
         return (report, mapping)
+    }
+
+    static func featureMapDescription(_ net: ResolvedNetwork) -> String {
+        guard let last = net.layers.last else { return "the input" }
+        return "\(last.output) (CxHxW) after '\(last.layer.name)' at \(net.input.h)x\(net.input.w) input"
     }
 
     /// Learnable values the file should hold: none for what the mapping filled with

@@ -19,6 +19,7 @@ public enum ModelWriter {
     public static func format(forPath path: String) -> WeightFormat? {
         let lower = path.lowercased()
         if lower.hasSuffix(".weights.h5") { return .kerasWeightsH5 }
+        if lower.hasSuffix(".keras") { return .keras }
         if lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") || lower.hasSuffix(".keras.h5") { return .kerasH5 }
         if lower.hasSuffix(".onnx") { return .onnx }
         if lower.hasSuffix(".safetensors") { return .safetensors }
@@ -31,9 +32,10 @@ public enum ModelWriter {
     public static func checkExpressible(_ net: ResolvedNetwork, as format: WeightFormat) throws {
         switch format {
         case .kerasH5, .kerasWeightsH5: _ = try KerasLayout.plan(net)
+        case .keras: try KerasArchiveWriter.check(net)
         case .onnx, .safetensors, .pth: break
         case .hdf5, .npy, .caffemodel:
-            throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras-h5, keras-weights-h5, safetensors or pth")
+            throw ZooError.invalidArgument("cannot write \(format.rawValue): use onnx, keras, keras-h5, keras-weights-h5, safetensors or pth")
         }
     }
 
@@ -78,8 +80,13 @@ public enum ModelWriter {
                                   attributes: metadata, to: path)
             return Summary(path: path, format: format, tensors: plan.layers.reduce(0) { $0 + $1.weights.count },
                            parameters: net.totalParameters, transforms: plan.transformLabels)
+        case .keras:
+            let plan = try KerasArchiveWriter.write(net, weights: weights, attributes: metadata, to: path)
+            return Summary(path: path, format: format, tensors: plan.layers.reduce(0) { $0 + $1.weights.count },
+                           parameters: net.totalParameters,
+                           transforms: plan.transformLabels + ["config.json: the functional model of \(plan.namingSource.hasPrefix("keras.applications") ? plan.namingSource : "Tools/keras_models.py"); keras.models.load_model reads it"])
         case .hdf5, .npy, .caffemodel:
-            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras-h5, keras-weights-h5, safetensors or pth")
+            throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras, keras-h5, keras-weights-h5, safetensors or pth")
         }
     }
 

@@ -137,6 +137,9 @@ struct ZipDirectory {
         self.entries = entries
     }
 
+    /// The archive file, for readers that read an entry's bytes themselves.
+    var fileHandle: ReadOnlyFile { file }
+
     /// Where `entry`'s stored bytes start, from its local header, checked to lie with all
     /// its bytes before the central directory.
     func dataOffset(of entry: ZipEntry) throws -> Int {

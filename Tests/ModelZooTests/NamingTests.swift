@@ -30,10 +30,10 @@ final class NamingTests: XCTestCase {
     /// A file that is only its records: the mapping and the verifier never read values here.
     final class RecordsOnly: WeightFile {
         let path = "records-only"
-        let format = WeightFormat.safetensors
+        let format: WeightFormat
         let producer: String? = nil
         let tensors: [TensorRecord]
-        init(_ tensors: [TensorRecord]) { self.tensors = tensors }
+        init(_ tensors: [TensorRecord], format: WeightFormat = .safetensors) { self.tensors = tensors; self.format = format }
         func load(_ name: String) throws -> Tensor { throw ZooError.badTensor(path: path, tensor: name, reason: "records only") }
     }
 
@@ -257,5 +257,44 @@ final class NamingTests: XCTestCase {
         XCTAssertEqual(inspect.status, 0, inspect.stderr)
         XCTAssertTrue(inspect.stdout.contains("listed but absent: dense_1/dense_1/bias"), inspect.stdout)
         XCTAssertTrue(inspect.stdout.contains("dense_1/dense_1/kernel"), inspect.stdout)
+    }
+
+    /// keras.applications files name every layer (`block5_conv3`, `conv4_block6_0_conv`,
+    /// `predictions`): paired by those names through the spec's Keras naming, in any order.
+    func testKerasApplicationsNamesArePairedByName() throws {
+        for id in ["vgg16", "vgg19", "resnet50-keras"] {
+            let net = try ArchitectureRegistry.find(id).resolve()
+            let names = try XCTUnwrap(KerasLayout.applicationsNames(for: net), id)
+            var records: [TensorRecord] = []
+            func add(_ layer: String, _ leaf: String, _ shape: [Int]) {
+                records.append(TensorRecord(name: "\(layer)/\(layer)/\(leaf):0", shape: shape, dtype: .float32,
+                                            byteCount: shape.reduce(4, *)))
+            }
+            for layer in net.layers {
+                guard let keras = names[layer.layer.name] else { continue }
+                for p in layer.parameters + layer.buffers {
+                    switch (layer.layer.op, p.role) {
+                    case (.conv, .weight): add(keras, "kernel", [p.shape[2], p.shape[3], p.shape[1], p.shape[0]])
+                    case (.linear, .weight): add(keras, "kernel", [p.shape[1], p.shape[0]])
+                    case (.batchNorm, .weight): add(keras, "gamma", p.shape)
+                    case (.batchNorm, .bias): add(keras, "beta", p.shape)
+                    case (.batchNorm, .runningMean): add(keras, "moving_mean", p.shape)
+                    case (.batchNorm, .runningVar): add(keras, "moving_variance", p.shape)
+                    default: add(keras, "bias", p.shape)
+                    }
+                }
+            }
+            let (report, mapping) = try Verifier.verify(RecordsOnly(FileOrder.seededRandom.apply(records), format: .kerasH5),
+                                                        checkValues: false)
+            XCTAssertTrue(report.ok, "\(id): \(report.problems.prefix(3))")
+            XCTAssertEqual(report.pairing, .byName, id)
+            XCTAssertEqual(report.architecture, id)
+            let bindings = try XCTUnwrap(mapping).bindings
+            for layer in net.layers {
+                guard let keras = names[layer.layer.name], let weight = layer.parameters.first(where: { $0.role == .weight }) else { continue }
+                let source = bindings.first { $0.canonical.name == weight.name }?.source?.name
+                XCTAssertTrue(source?.hasPrefix(keras + "/") ?? false, "\(id): \(weight.name) <- \(source ?? "nothing")")
+            }
+        }
     }
 }

@@ -31,9 +31,19 @@ public enum KerasGrouping {
                 loose += entries.map(\.1)
                 continue
             }
-            layers.append(SourceLayer(name: layer, kind: kind, layout: .keras, tensors: tensors))
+            layers.append(SourceLayer(name: layer, kind: kind, layout: .keras, tensors: tensors,
+                                      canonicalName: declaredNames[layer] ?? layer))
         }
         return (layers, loose)
+    }
+
+    /// Whether every layer carries a keras.applications name, so the file can be paired by
+    /// name instead of by creation order. Auto-names (`conv2d_3`) never match.
+    public static func hasApplicationsNames(_ layers: [SourceLayer]) -> Bool {
+        let pattern = #"^(block\d+_conv\d+|fc[12]|predictions|conv1_(conv|bn)|conv\d+_block\d+_\d+_(conv|bn))$"#
+        return !layers.isEmpty && layers.allSatisfy {
+            ($0.canonicalName ?? $0.name).range(of: pattern, options: .regularExpression) != nil
+        }
     }
 
     /// What a full-model file's `model_config` says about the layers between the weights:

@@ -80,6 +80,16 @@ public struct SourceModel: Sendable {
     public var pairing: Pairing
     /// A wrapper prefix removed from every name (`module.` from DataParallel), for the report.
     public var strippedPrefix: String?
+    /// Whose names `canonicalName` holds when pairing by name.
+    public var naming: LayerNaming = .torchvision
+
+    public enum LayerNaming: String, Sendable {
+        /// torchvision state_dict module names (or the spec's own, for Caffe's nets).
+        case torchvision
+        /// keras.applications layer names (`block1_conv1`, `conv2_block1_0_conv`,
+        /// `predictions`), translated through the spec's Keras naming.
+        case kerasApplications
+    }
     /// What the grouping set aside or assumed, for the report (Caffe's training-only
     /// layers and auxiliary classifiers).
     public var notes: [String] = []

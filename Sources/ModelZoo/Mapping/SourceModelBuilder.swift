@@ -10,10 +10,15 @@ public enum SourceModelBuilder {
             let (layers, loose) = KerasGrouping.group(file.tensors,
                                                       declaredNames: (file as? HDF5File)?.kerasDeclaredLayerNames ?? [:])
             let config = (file as? HDF5File)?.modelConfigJSON
-            return SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
-                               convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)"
-                                   : file.format == .keras ? "Keras 3 .keras archive (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
-                               pairing: .byCreationOrder)
+            // keras.applications files name every layer: paired by those names through the
+            // spec's Keras naming. Auto-named layers have only their creation order.
+            let named = KerasGrouping.hasApplicationsNames(layers)
+            var model = SourceModel(layers: layers, looseTensors: loose, evidence: config.map(KerasGrouping.evidence(fromModelConfig:)) ?? GraphEvidence(),
+                                    convention: file.format == .kerasH5 ? "Keras HDF5 (channels-last)"
+                                        : file.format == .keras ? "Keras 3 .keras archive (channels-last)" : "Keras 3 .weights.h5 (channels-last)",
+                                    pairing: named ? .byName : .byCreationOrder)
+            if named { model.naming = .kerasApplications }
+            return model
         case .onnx, .hdf5, .safetensors, .npy, .pth, .caffemodel:
             let (layers, loose, prefix) = CanonicalNameGrouping.group(file.tensors)
             return SourceModel(layers: layers, looseTensors: loose, evidence: GraphEvidence(),

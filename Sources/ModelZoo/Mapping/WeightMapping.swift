@@ -121,6 +121,9 @@ public struct MappingResult: Sendable {
     /// Bias inputs the graph leaves out, bound to zeros: a weaker fit than a file that has
     /// them, which breaks ties between specs with and without conv biases.
     public var impliedZeroBiases = 0
+    /// How this pairing was made (a Keras file with keras.applications names pairs by name
+    /// with the specs keras.applications has, by creation order with the others).
+    public var pairing: SourceModel.Pairing = .byName
 
     /// Loads and transforms every bound tensor into canonical form.
     public func loadWeights(from file: WeightFile) throws -> [String: Tensor] {
@@ -159,10 +162,23 @@ public enum WeightMapping {
     /// the order of the graph or of Keras's layer creation. Never throws: what does not fit
     /// becomes a problem.
     public static func map(_ source: SourceModel, onto arch: Architecture, inputSize: Size2? = nil) -> MappingResult? {
+        // The name each spec layer has in the file's naming.
+        var fileName: (String) -> String? = { $0 }
+        var pairing = source.pairing
+        if source.naming == .kerasApplications {
+            if let names = (try? arch.resolve()).flatMap({ KerasLayout.applicationsNames(for: $0) }) {
+                fileName = { names[$0] }
+            } else {
+                // A spec keras.applications never named (LeNet, AlexNet...): Keras layers
+                // still come in creation order.
+                pairing = .byCreationOrder
+            }
+        }
         // The head's width decides the class count, so a replaced head is still this network.
         var classes = arch.defaultClasses
-        let head = source.pairing == .byName
-            ? source.layers.first { $0.canonicalName == arch.headLayer }
+        let headName = fileName(arch.headLayer)
+        let head = pairing == .byName
+            ? source.layers.first { $0.canonicalName != nil && $0.canonicalName == headName }
             : source.layers.last { $0.kind == .dense }
         if let head, head.kind == .dense, let w = head.tensors[.weight] {
             let dims = w.shape.count == 2 ? w.shape : w.shape.filter { $0 != 1 }
@@ -174,6 +190,7 @@ public enum WeightMapping {
         let specBN = net.layers.filter { if case .batchNorm = $0.layer.op { return true }; return false }
         let sourceBN = source.layers.filter { $0.kind == .batchNorm }
         var result = MappingResult(network: net, bindings: [], problems: [], notes: [], batchNormFolded: false)
+        result.pairing = pairing
         // BatchNorm folded into the convs by an exporter: a graph without BatchNormalization
         // nodes, or (no graph) convs carrying biases where the spec has none.
         if sourceBN.isEmpty && !specBN.isEmpty {
@@ -185,7 +202,7 @@ public enum WeightMapping {
                 func biasWhereSpecHasNone(_ src: SourceLayer, _ spec: ResolvedLayer) -> Bool {
                     src.tensors[.bias] != nil && !spec.parameters.contains { $0.role == .bias }
                 }
-                if source.pairing == .byName {
+                if pairing == .byName {
                     let specByName = Dictionary(specConvs.map { ($0.layer.name, $0) }, uniquingKeysWith: { a, _ in a })
                     result.batchNormFolded = sourceConvs.contains { src in
                         specByName[src.canonicalName ?? ""].map { biasWhereSpecHasNone(src, $0) } ?? false
@@ -196,8 +213,8 @@ public enum WeightMapping {
                 }
             }
         }
-        if source.pairing == .byName {
-            pairByName(source, net, &result)
+        if pairing == .byName {
+            pairByName(source, net, fileName: fileName, &result)
         } else {
             pairByOrder(source, net, &result)
         }
@@ -232,7 +249,8 @@ public enum WeightMapping {
 
     /// Every spec layer looks up the file's layer of the same canonical name: the file's
     /// order never matters, and a name in the file the spec lacks is `unexpected`.
-    static func pairByName(_ source: SourceModel, _ net: ResolvedNetwork, _ result: inout MappingResult) {
+    static func pairByName(_ source: SourceModel, _ net: ResolvedNetwork, fileName: (String) -> String? = { $0 },
+                           _ result: inout MappingResult) {
         var byName: [String: SourceLayer] = [:]
         for layer in source.layers {
             guard let name = layer.canonicalName, byName[name] == nil else { result.unexpected(layer); continue }
@@ -240,7 +258,7 @@ public enum WeightMapping {
         }
         var paired = Set<String>()
         for spec in net.layers where !(spec.parameters.isEmpty && spec.buffers.isEmpty) {
-            let name = spec.layer.name
+            guard let name = fileName(spec.layer.name) else { result.missing(spec); continue }
             if case .batchNorm = spec.layer.op, result.batchNormFolded, byName[name] == nil { continue }
             guard let src = byName[name] else { result.missing(spec); continue }
             paired.insert(name)

@@ -117,6 +117,7 @@ public enum Verifier {
         report.ok = problems.isEmpty
         report.expectedParameters = expectedLearnable(mapping)
         report.notes = mapping.notes
+        report.pairing = mapping.pairing
         if report.noTop {
             report.notes.insert("no top: the classifier is absent (include_top=False); the model ends at its last "
                 + "feature map, \(featureMapDescription(mapping.network))", at: 0)

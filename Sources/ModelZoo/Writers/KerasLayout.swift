@@ -166,6 +166,14 @@ public struct KerasLayout: Sendable {
     }
 
     /// Keras names for every weighted layer, by canonical layer name.
+    /// keras.applications' layer name for each canonical layer (`features.0` ->
+    /// `block1_conv1`, `layer1.0.downsample.0` -> `conv2_block1_0_conv`), for the networks
+    /// keras.applications has; nil for the others.
+    static func applicationsNames(for net: ResolvedNetwork) -> [String: String]? {
+        let naming = names(for: net)
+        return naming.applications ? naming.names : nil
+    }
+
     private static func names(for net: ResolvedNetwork) -> Naming {
         let id = net.architecture.id
         var names: [String: String] = [:]

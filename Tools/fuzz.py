@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mutational fuzzing of zoo's readers (ONNX, HDF5, safetensors, npy, PyTorch .pth, Caffe).
+"""Mutational fuzzing of zoo's readers (ONNX, HDF5, Keras .keras, safetensors, npy, PyTorch .pth, Caffe).
 
 Mutates the committed fixtures (bit flips, interesting integers, chunk deletion and
 duplication, truncation, splices) and, per format, their structure (safetensors and npy
@@ -52,11 +52,12 @@ SEEDS = {
     "safetensors": ["safetensors/model.safetensors", "safetensors/bf16.safetensors", "lenet/lenet5_digits.safetensors"],
     "npy": ["npy/f4_2d.npy", "npy/f2.npy", "npy/f8.npy", "npy/be_f4.npy", "npy/fortran.npy", "npy/v2.npy",
             "npy/v3.npy", "npy/scalar.npy", "npy/vec3.npy"],
+    "keras": ["keras/lenet5_digits.keras"],
     "caffe": ["caffe/alexnet_w8_v1.caffemodel", "caffe/googlenet_w16_v2.caffemodel", "caffe/resnet50_w2_v2.caffemodel",
               "caffe/cycle.caffemodel", "caffe/unknown_v1_type.caffemodel"],
     "pth": ["pth/resnet18w2.pth", "pth/resnet18w2_legacy.pth", "pth/resnet18w2_checkpoint.pth", "pth/lenet5_digits.pth"],
 }
-EXTENSIONS = {"caffe": ".caffemodel", "hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
+EXTENSIONS = {"keras": ".keras", "caffe": ".caffemodel", "hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
 INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
                1 << 32, 1 << 40, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
 CONTAINED = re.compile(r"the HDF5 library (failed on this file|spent over|did not finish)|the HDF5 worker")
@@ -214,6 +215,30 @@ def mutate_pth(data: bytes, rng: random.Random) -> bytes:
     return out.getvalue()
 
 
+def mutate_keras(data: bytes, rng: random.Random) -> bytes:
+    """A .keras archive with its weights HDF5 (or its config) mutated and re-zipped stored,
+    as Keras writes it; sometimes deflated, sometimes the zip itself mutated."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    except Exception:
+        return bytes(mutate_bytes(bytearray(data), rng))
+    if rng.random() < 0.2:
+        return bytes(mutate_bytes(bytearray(data), rng, focus=len(data)))
+    index = next((i for i, (name, _) in enumerate(entries) if name.endswith(".h5")), 0)
+    if rng.random() < 0.2:
+        index = rng.randrange(len(entries))
+    name, body = entries[index]
+    focus = hdf5_metadata_focus(body) if name.endswith(".h5") else 0
+    entries[index] = (name, bytes(mutate_bytes(bytearray(body), rng, focus=focus)))
+    out = io.BytesIO()
+    compression = zipfile.ZIP_DEFLATED if rng.random() < 0.1 else zipfile.ZIP_STORED
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for n, b in entries:
+            z.writestr(n, b)
+    return out.getvalue()
+
+
 def hdf5_metadata_focus(data: bytes) -> int:
     # Object headers, B-trees, heaps and attributes sit before and between the raw data in
     # these small files; the first 6 KiB hold most of them.
@@ -232,6 +257,8 @@ def mutate(reader: str, seed: bytes, rng: random.Random, splice: bytes) -> bytes
         return mutate_onnx(seed, rng)
     if reader == "pth":
         return mutate_pth(seed, rng)
+    if reader == "keras":
+        return mutate_keras(seed, rng)
     return bytes(mutate_bytes(bytearray(seed), rng, focus=hdf5_metadata_focus(seed)))
 
 

@@ -122,4 +122,23 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(outcome.status, 2)
         XCTAssertTrue(outcome.message.contains("SIGSEGV"), outcome.message)
     }
+
+    /// ZOO_ISOLATE_ALL_READERS=1: every other reader first runs in the sandboxed worker;
+    /// results and errors are the same as in process.
+    func testEveryReaderBehindTheSameBoundary() throws {
+        let isolated = ["ZOO_ISOLATE_ALL_READERS": "1"]
+        for name in ["lenet/lenet5_digits.onnx", "lenet/lenet5_digits.safetensors", "pth/lenet5_digits.pth", "npy/f4_2d.npy"] {
+            let plain = try CLI.run(["inspect", "--load", CLI.fixture(name)])
+            let boxed = try CLI.run(["inspect", "--load", CLI.fixture(name)], environment: isolated)
+            XCTAssertEqual(boxed.status, 0, "\(name): \(boxed.stderr)")
+            XCTAssertEqual(boxed.stdout.split(separator: "\n").filter { !$0.hasPrefix("loaded") },
+                           plain.stdout.split(separator: "\n").filter { !$0.hasPrefix("loaded") }, name)
+        }
+        for name in ["onnx/truncated.onnx", "pth/malicious_system.pth", "caffe/cycle.caffemodel", "safetensors/offsets_outside.safetensors"] {
+            let plain = try CLI.run(["verify", CLI.fixture(name)])
+            let boxed = try CLI.run(["verify", CLI.fixture(name)], environment: isolated)
+            XCTAssertEqual(boxed.status, 2, "\(name): \(boxed.stderr)")
+            XCTAssertEqual(boxed.stderr, plain.stderr, name)
+        }
+    }
 }

@@ -21,6 +21,14 @@ public enum ReaderIsolation {
     /// `ZOO_HDF5_IN_PROCESS=1` turns the boundary off (for debugging libhdf5 itself). These
     /// settings are read when a file is opened; set them once, before opening files.
     nonisolated(unsafe) public static var hdf5InChildProcess: Bool = ProcessInfo.processInfo.environment["ZOO_HDF5_IN_PROCESS"] != "1"
+    /// The same boundary for every other reader (ONNX, safetensors, npy, .pth, Caffe):
+    /// `ZOO_ISOLATE_ALL_READERS=1`, off by default because those readers are our own Swift
+    /// and protobuf-c code, which fuzzing has not crashed. The file is first opened and
+    /// every tensor loaded in a sandboxed child; only if that ends well is it read here.
+    nonisolated(unsafe) public static var everyReaderInChildProcess: Bool =
+        ProcessInfo.processInfo.environment["ZOO_ISOLATE_ALL_READERS"] == "1"
+    /// True inside a worker, which must not start workers of its own (its sandbox forbids it).
+    nonisolated(unsafe) static var insideWorker = false
 
     /// CPU seconds a child may spend on one file's structure before the kernel stops it:
     /// scanning a real file takes milliseconds (VGG16's 553 MB Keras file about 30 ms), and
@@ -58,6 +66,17 @@ enum HDF5Isolation {
             throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker answered out of turn")
         }
         return contents
+    }
+
+    /// Opens the file and loads every tensor in a sandboxed child: a crash, a hang or an
+    /// exhausted limit there becomes an error here, before this process parses the file.
+    static func preflight(path: String, fileSize: Int) throws {
+        let space = UInt64(max(2 << 30, min(3 * fileSize + (1 << 30), 24 << 30)))
+        let reply = try runWorker(["preflight", path], path: path, tensor: nil, payloadLimit: 1 << 20,
+                                  addressSpace: space, floats: 0, workBytes: fileSize, library: "the file's reader")
+        guard case .done = reply else {
+            throw ZooError.unreadableFile(path: path, reason: "the reader worker answered out of turn")
+        }
     }
 
     static func read(path: String, tensor: String, dataset: String, count: Int, archiveSpace: UInt64? = nil) throws -> [Float] {
@@ -102,10 +121,12 @@ enum HDF5Isolation {
     enum Reply {
         case contents(HDF5Contents)
         case floats([Float])
+        case done
     }
 
     private static func runWorker(_ arguments: [String], path: String, tensor: String?, payloadLimit: Int,
-                                  addressSpace: UInt64, floats: Int = 0) throws -> Reply {
+                                  addressSpace: UInt64, floats: Int = 0, workBytes: Int? = nil,
+                                  library: String = "the HDF5 library") throws -> Reply {
         guard let worker = ReaderIsolation.workerExecutable else {
             throw ZooError.unreadableFile(
                 path: path, reason: "HDF5 files are read by a sandboxed `zoo` worker, and none was found: set "
@@ -124,7 +145,7 @@ enum HDF5Isolation {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let allowance = Double(floats * 4) / 100e6
+        let allowance = Double(workBytes ?? floats * 4) / 100e6
         let cpuSeconds = ReaderIsolation.cpuSecondsLimit + Int(allowance.rounded(.up))
         let argv = ([worker, HDF5Worker.commandLineFlag, String(cpuSeconds), String(addressSpace)]
                     + arguments).map { strdup($0) } + [nil]
@@ -151,17 +172,17 @@ enum HDF5Isolation {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if timedOut {
-            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library did not finish reading this file within "
+            throw ZooError.unreadableFile(path: path, reason: "\(library) did not finish reading this file within "
                                           + "\(Int(ReaderIsolation.wallSecondsLimit)) s (corrupt or crafted); stopped")
         }
         let signal = status & 0x7f
         if signal == SIGXCPU || signal == SIGKILL {
             // The kernel sends SIGXCPU at the soft CPU limit and SIGKILL at the hard one.
-            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library spent over \(cpuSeconds) s "
+            throw ZooError.unreadableFile(path: path, reason: "\(library) spent over \(cpuSeconds) s "
                                           + "of CPU on this file (corrupt or crafted); stopped")
         }
         if signal != 0 {
-            throw ZooError.unreadableFile(path: path, reason: "the HDF5 library failed on this file (corrupt or crafted): \(signalName(signal))")
+            throw ZooError.unreadableFile(path: path, reason: "\(library) failed on this file (corrupt or crafted): \(signalName(signal))")
         }
         let exitCode = (status >> 8) & 0xff
         if case .failure = reply, exitCode != 0 {
@@ -204,6 +225,8 @@ enum HDF5Isolation {
             }
             guard complete == count else { throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker ended mid-reply") }
             return .floats(values)
+        case UInt8(ascii: "K"):
+            return .done
         case UInt8(ascii: "S"), UInt8(ascii: "E"):
             var payload = Data(count: count)
             let complete = try payload.withUnsafeMutableBytes { try readFully(fd, $0.baseAddress, count, deadline: deadline) }
@@ -307,6 +330,13 @@ public enum HDF5Worker {
                 let id = try HDF5File.openInProcess(path)
                 let values = try HDF5File.readFloats(id, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
                 values.withUnsafeBytes { send("D", $0) }
+            case "preflight":
+                // Everything a command does to a file before trusting it, inside the sandbox.
+                ReaderIsolation.insideWorker = true
+                ReaderIsolation.hdf5InChildProcess = false
+                let file = try WeightFileOpener.open(path: path)
+                for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
+                send("K", UnsafeRawBufferPointer(start: nil, count: 0))
             case "probe":
                 // What the sandbox lets through, for the tests: errno of each forbidden call.
                 let file = open("/tmp/zoo-sandbox-probe-\(getpid())", O_WRONLY | O_CREAT, 0o600)

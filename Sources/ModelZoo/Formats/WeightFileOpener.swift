@@ -15,7 +15,11 @@ public enum WeightFileOpener {
         if head.isEmpty {
             throw ZooError.unreadableFile(path: path, reason: "empty file (0 bytes), not a weight file")
         }
-        if try hasHDF5Signature(file) {
+        let hdf5 = try hasHDF5Signature(file)
+        if ReaderIsolation.everyReaderInChildProcess && !ReaderIsolation.insideWorker && !hdf5 {
+            try HDF5Isolation.preflight(path: path, fileSize: file.size)
+        }
+        if hdf5 {
             return try HDF5File(path: path)
         }
         if head.starts(with: [0x93] + Array("NUMPY".utf8)) {

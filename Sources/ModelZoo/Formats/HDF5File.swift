@@ -458,7 +458,7 @@ struct Scanner {
         let rootLinks = Set(try linkNames(ofGroup: "/"))
         let modelConfig = try stringAttribute(root, "model_config", owner: "/")
         let rootLayerNames = try stringAttribute(root, "layer_names", owner: "/")
-        for key in ["zoo.class_names", "zoo.architecture", "zoo.source"] {
+        for key in ["zoo.class_names", "zoo.architecture", "zoo.source", "zoo.preprocessing", "zoo.mean_bgr"] {
             if let value = try stringAttribute(root, key, owner: "/")?.first { contents.rootStringAttributes[key] = value }
         }
 

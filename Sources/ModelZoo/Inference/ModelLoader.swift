@@ -71,6 +71,17 @@ public enum ModelLoader {
             arch = arch.overriding(preprocessing: .caffe)
             if let means = caffe.net.transform?.meanValues, means.count == 1 || means.count == 3 { arch.meanBGR = means }
         }
+        // Files zoo wrote say which preprocessing their weights were trained with.
+        if let stored = FileMetadata.value(ModelWriter.preprocessingKey, in: file),
+           let preprocessing = Architecture.Preprocessing(rawValue: stored), preprocessing != arch.preprocessing {
+            arch = arch.overriding(preprocessing: preprocessing)
+        }
+        if let stored = FileMetadata.value(ModelWriter.meanKey, in: file) {
+            let means = stored.split(separator: ",").compactMap { Double($0) }
+            if means.count == 1 || means.count == 3, means.allSatisfy({ $0.isFinite && abs($0) < 1e6 }) {
+                arch.meanBGR = means.map { Float($0) }
+            }
+        }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
         if names == nil && base.includeTop && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }

@@ -14,6 +14,8 @@ public enum ModelWriter {
     /// Metadata key naming the file the weights were converted from.
     public static let sourceKey = "zoo.source"
     public static let architectureKey = "zoo.architecture"
+    public static let preprocessingKey = "zoo.preprocessing"
+    public static let meanKey = "zoo.mean_bgr"
 
     /// The format a path's extension asks for.
     public static func format(forPath path: String) -> WeightFormat? {
@@ -45,6 +47,11 @@ public enum ModelWriter {
                              to path: String, format: WeightFormat, producer: String,
                              source: String? = nil) throws -> Summary {
         var metadata = [architectureKey: net.architecture.id, "zoo.producer": producer]
+        // The preprocessing the weights were trained with travels with them: a head fitted
+        // on a Caffe VGG's features must see Caffe's BGR minus the mean, although the vgg16
+        // spec's own default is torchvision's.
+        metadata[preprocessingKey] = net.architecture.preprocessing.rawValue
+        if let means = net.architecture.meanBGR { metadata[meanKey] = means.map { String($0) }.joined(separator: ",") }
         if let names = classNames { metadata[ClassNames.metadataKey] = ClassNames.encode(names) }
         if let source { metadata[sourceKey] = source }
         let tensorCount = net.parameters.count + net.buffers.count

@@ -74,15 +74,9 @@ public struct Architecture: Sendable {
     /// ResNet's last block), which is what Keras's no-top model outputs. Without the
     /// classifier nothing fixes the input size.
     public func withoutTop() -> Architecture {
-        let make = makeLayers
-        return Architecture(
-            id: id, title: title, family: family, variant: variant + ", no top (include_top=False)",
-            namingSource: namingSource, inputChannels: inputChannels, defaultInputSize: defaultInputSize,
-            acceptsOtherInputSizes: true, defaultClasses: defaultClasses, headLayer: headLayer,
-            publishedParameters: nil, preprocessing: preprocessing, aliases: aliases, producers: producers,
-            includeTop: false
-        ) { classes in
-            var kept = Array(make(classes).prefix { if case .linear = $0.op { return false }; return true })
+        rebuilt(variant: variant + ", no top (include_top=False)", acceptsOtherInputSizes: true,
+                publishedParameters: .some(nil), includeTop: false) { layers in
+            var kept = Array(layers.prefix { if case .linear = $0.op { return false }; return true })
             while let last = kept.last {
                 switch last.op {
                 case .flatten, .dropout, .adaptiveAvgPool: kept.removeLast()
@@ -91,6 +85,26 @@ public struct Architecture: Sendable {
             }
             return kept
         }
+    }
+
+    /// This architecture with some properties changed and its layer list passed through
+    /// `transform`; everything else (includeTop, meanBGR, aliases...) is kept. The one way
+    /// variants of a spec are made, so none of them forgets a property.
+    func rebuilt(variant: String? = nil, acceptsOtherInputSizes: Bool? = nil, publishedParameters: Int?? = nil,
+                 preprocessing: Preprocessing? = nil, includeTop: Bool? = nil,
+                 layers transform: @escaping @Sendable ([Layer]) -> [Layer] = { $0 }) -> Architecture {
+        let make = makeLayers
+        var copy = Architecture(
+            id: id, title: title, family: family, variant: variant ?? self.variant, namingSource: namingSource,
+            inputChannels: inputChannels, defaultInputSize: defaultInputSize,
+            acceptsOtherInputSizes: acceptsOtherInputSizes ?? self.acceptsOtherInputSizes,
+            defaultClasses: defaultClasses, headLayer: headLayer,
+            publishedParameters: publishedParameters ?? self.publishedParameters,
+            preprocessing: preprocessing ?? self.preprocessing, aliases: aliases, producers: producers,
+            includeTop: includeTop ?? self.includeTop
+        ) { classes in transform(make(classes)) }
+        copy.meanBGR = meanBGR
+        return copy
     }
 
     /// The layer list for a given head size.

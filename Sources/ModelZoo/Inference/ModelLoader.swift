@@ -101,29 +101,15 @@ extension Architecture {
 
     /// The same network trained with another preprocessing convention.
     func overriding(preprocessing: Preprocessing) -> Architecture {
-        let make = self.layers
-        var copy = Architecture(
-            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
-            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
-            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
-            preprocessing: preprocessing, aliases: aliases, producers: producers
-        ) { classes in make(classes) }
-        copy.meanBGR = meanBGR
-        return copy
+        rebuilt(preprocessing: preprocessing)
     }
 
     /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's
     /// own constants).
     func overriding(lrns: [LayerOp]) -> Architecture {
-        let make = self.layers
-        return Architecture(
-            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
-            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: acceptsOtherInputSizes,
-            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
-            preprocessing: preprocessing, aliases: aliases, producers: producers
-        ) { classes in
+        rebuilt { layers in
             var replacements = lrns.makeIterator()
-            return make(classes).map { layer in
+            return layers.map { layer in
                 var layer = layer
                 if case .lrn = layer.op, let op = replacements.next() { layer.op = op }
                 return layer
@@ -136,15 +122,9 @@ extension Architecture {
     /// at 224x224) is run exactly as its authors ran it. Input size becomes free because
     /// the graph, not the spec, now fixes it.
     func overriding(pools: [LayerOp]) -> Architecture {
-        let make = self.layers
-        return Architecture(
-            id: id, title: title, family: family, variant: variant, namingSource: namingSource,
-            inputChannels: inputChannels, defaultInputSize: defaultInputSize, acceptsOtherInputSizes: true,
-            defaultClasses: defaultClasses, headLayer: headLayer, publishedParameters: publishedParameters,
-            preprocessing: preprocessing, aliases: aliases, producers: producers, includeTop: includeTop
-        ) { classes in
+        rebuilt(acceptsOtherInputSizes: true) { layers in
             var replacements = pools.makeIterator()
-            return make(classes).map { layer in
+            return layers.map { layer in
                 var layer = layer
                 switch layer.op {
                 case .maxPool, .avgPool: if let op = replacements.next() { layer.op = op }

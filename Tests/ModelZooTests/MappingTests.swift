@@ -99,7 +99,8 @@ final class MappingTests: XCTestCase {
             records.append(record("\(name)/\(name)/bias:0", [outF]))
         }
         // HDF5 lists groups alphabetically; creation order must come back.
-        records.shuffle()
+        var generator = SplitMix64(seed: 16)
+        records.shuffle(using: &generator)
         let (layers, loose) = KerasGrouping.group(records)
         XCTAssertEqual(loose, [])
         XCTAssertEqual(layers.map(\.name).prefix(3), ["block1_conv1", "block1_conv2", "block2_conv1"])

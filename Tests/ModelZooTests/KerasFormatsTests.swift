@@ -247,13 +247,33 @@ final class KerasFormatsTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxDifference(features, keras), 1e-5)
     }
 
-    func testFinetuneRefusesANoTopFileWithAReason() throws {
+    /// A new head on a no-top file, as keras.applications examples put one: global average
+    /// pooling, then one dense layer. The result verifies as that network, predicts and
+    /// evaluates like any fine-tuned model.
+    func testFinetunePutsAPooledHeadOnANoTopFile() throws {
         let out = scratch.appendingPathComponent("digits.safetensors").path
         let result = try CLI.run(["finetune", "--weights", fixture("lenet5_keras1_notop.h5"), "--data",
-                                  CLI.fixture("digits59"), "--out", out, "--epochs", "1"])
-        XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("without its classifier (include_top=False)"), result.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+                                  CLI.fixture("digits59"), "--out", out])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("new 5-class head 'head'"), result.stdout)
+        let verify = try CLI.json(try CLI.run(["verify", out, "--format", "json"]))
+        XCTAssertEqual(verify["ok"] as? Bool, true)
+        XCTAssertEqual(verify["architecture"] as? String, "lenet5")
+        XCTAssertEqual(verify["classes"] as? Int, 5)
+        XCTAssertTrue((verify["variant"] as? String ?? "").contains("global average pooling + dense"), "\(verify)")
+        let evaluation = try CLI.json(try CLI.run(["evaluate", "--weights", out, "--data", CLI.fixture("digits59"), "--format", "json"]))
+        // 16 pooled features of the 0-4 backbone separate the new digits far above chance (20%).
+        XCTAssertGreaterThan(evaluation["accuracy"] as? Double ?? 0, 0.7, "\(evaluation)")
+        let predict = try CLI.run(["predict", "--weights", out, "--top", "1", CLI.fixture("digits_samples/digit_7_1496.png")])
+        XCTAssertEqual(predict.status, 0, predict.stderr)
+    }
+
+    /// A full network whose classifier is one dense layer after global pooling (ResNet) is
+    /// still itself, not a pooled-head variant.
+    func testPooledHeadDoesNotShadowTheSpecsOwnClassifier() throws {
+        let report = try Verifier.verify(try WeightFileOpener.open(path: CLI.fixture("torch/resnet18w8.safetensors")),
+                                         architecture: nil).0
+        XCTAssertFalse(report.pooledHead)
     }
 
     func testNoTopShapesOfTheImageNetNetworks() throws {

@@ -44,6 +44,9 @@ public struct Architecture: Sendable {
     /// False for the network without its classifier (Keras `include_top=False`): it ends at
     /// the last feature map, and `withoutTop()` made it.
     public let includeTop: Bool
+    /// The head is the one `withPooledHead()` puts on a no-top network (global average
+    /// pooling, then one dense layer named `head`), not the spec's own classifier.
+    public let pooledHead: Bool
     private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
     /// Per-channel means (B, G, R, or one for all) the caffe preprocessing subtracts in
     /// place of ImageNet's: set from a caffemodel's transform_param when it has one.
@@ -53,14 +56,14 @@ public struct Architecture: Sendable {
                 inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,
                 defaultClasses: Int = 1000, headLayer: String, publishedParameters: Int?,
                 preprocessing: Preprocessing, aliases: [String] = [], producers: [String] = [],
-                includeTop: Bool = true,
+                includeTop: Bool = true, pooledHead: Bool = false,
                 layers: @escaping @Sendable (_ classes: Int) -> [Layer]) {
         self.id = id; self.title = title; self.family = family; self.variant = variant
         self.namingSource = namingSource; self.inputChannels = inputChannels
         self.defaultInputSize = defaultInputSize; self.acceptsOtherInputSizes = acceptsOtherInputSizes
         self.defaultClasses = defaultClasses; self.headLayer = headLayer
         self.publishedParameters = publishedParameters; self.preprocessing = preprocessing
-        self.aliases = aliases; self.producers = producers; self.includeTop = includeTop; self.makeLayers = layers
+        self.aliases = aliases; self.producers = producers; self.includeTop = includeTop; self.pooledHead = pooledHead; self.makeLayers = layers
     }
 
     /// Whether the network ends in fully connected layers a no-top file leaves out.
@@ -75,14 +78,35 @@ public struct Architecture: Sendable {
     /// classifier nothing fixes the input size.
     public func withoutTop() -> Architecture {
         rebuilt(variant: variant + ", no top (include_top=False)", acceptsOtherInputSizes: true,
-                publishedParameters: .some(nil), includeTop: false) { layers in
-            var kept = Array(layers.prefix { if case .linear = $0.op { return false }; return true })
-            while let last = kept.last {
-                switch last.op {
-                case .flatten, .dropout, .adaptiveAvgPool: kept.removeLast()
-                default: return kept
-                }
+                publishedParameters: .some(nil), includeTop: false) { _, layers in Self.stripTop(layers) }
+    }
+
+    /// The layers before the classifier (and the flatten, dropout and adaptive pool that
+    /// only feed it).
+    static func stripTop(_ layers: [Layer]) -> [Layer] {
+        var kept = Array(layers.prefix { if case .linear = $0.op { return false }; return true })
+        while let last = kept.last {
+            switch last.op {
+            case .flatten, .dropout, .adaptiveAvgPool: kept.removeLast()
+            default: return kept
             }
+        }
+        return kept
+    }
+
+    /// The network without its classifier plus the head keras.applications transfer
+    /// learning puts on a no-top model: global average pooling (`head_pool`), then one dense
+    /// layer (`head`). What `zoo finetune` trains on a no-top file, and what `verify` finds
+    /// in the result.
+    public func withPooledHead() -> Architecture {
+        let base = includeTop ? variant : variant.replacingOccurrences(of: ", no top (include_top=False)", with: "")
+        return rebuilt(variant: base + ", new head: global average pooling + dense", acceptsOtherInputSizes: true,
+                       publishedParameters: .some(nil), includeTop: true, pooledHead: true, headLayer: "head") { classes, layers in
+            var kept = Self.stripTop(layers)
+            let last = kept.last?.name ?? Layer.networkInput
+            kept.append(Layer(name: "head_pool", op: .adaptiveAvgPool(Size2(1)), inputs: [last]))
+            kept.append(Layer(name: "head_flatten", op: .flatten, inputs: ["head_pool"]))
+            kept.append(Layer(name: "head", op: .linear(outFeatures: classes, bias: true), inputs: ["head_flatten"]))
             return kept
         }
     }
@@ -91,18 +115,19 @@ public struct Architecture: Sendable {
     /// `transform`; everything else (includeTop, meanBGR, aliases...) is kept. The one way
     /// variants of a spec are made, so none of them forgets a property.
     func rebuilt(variant: String? = nil, acceptsOtherInputSizes: Bool? = nil, publishedParameters: Int?? = nil,
-                 preprocessing: Preprocessing? = nil, includeTop: Bool? = nil,
-                 layers transform: @escaping @Sendable ([Layer]) -> [Layer] = { $0 }) -> Architecture {
+                 preprocessing: Preprocessing? = nil, includeTop: Bool? = nil, pooledHead: Bool? = nil,
+                 headLayer: String? = nil,
+                 layers transform: @escaping @Sendable (_ classes: Int, [Layer]) -> [Layer] = { $1 }) -> Architecture {
         let make = makeLayers
         var copy = Architecture(
             id: id, title: title, family: family, variant: variant ?? self.variant, namingSource: namingSource,
             inputChannels: inputChannels, defaultInputSize: defaultInputSize,
             acceptsOtherInputSizes: acceptsOtherInputSizes ?? self.acceptsOtherInputSizes,
-            defaultClasses: defaultClasses, headLayer: headLayer,
+            defaultClasses: defaultClasses, headLayer: headLayer ?? self.headLayer,
             publishedParameters: publishedParameters ?? self.publishedParameters,
             preprocessing: preprocessing ?? self.preprocessing, aliases: aliases, producers: producers,
-            includeTop: includeTop ?? self.includeTop
-        ) { classes in transform(make(classes)) }
+            includeTop: includeTop ?? self.includeTop, pooledHead: pooledHead ?? self.pooledHead
+        ) { classes in transform(classes, make(classes)) }
         copy.meanBGR = meanBGR
         return copy
     }

@@ -45,7 +45,7 @@ public enum ModelLoader {
             throw VerificationFailed(report: report)
         }
         let registered = try requested ?? ArchitectureRegistry.find(archID)
-        let base = report.noTop ? registered.withoutTop() : registered
+        let base = report.noTop ? registered.withoutTop() : report.pooledHead ? registered.withPooledHead() : registered
         var arch = base
         var size = inputSize
         if let onnx = file as? ONNXFile {
@@ -107,7 +107,7 @@ extension Architecture {
     /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's
     /// own constants).
     func overriding(lrns: [LayerOp]) -> Architecture {
-        rebuilt { layers in
+        rebuilt { _, layers in
             var replacements = lrns.makeIterator()
             return layers.map { layer in
                 var layer = layer
@@ -122,7 +122,7 @@ extension Architecture {
     /// at 224x224) is run exactly as its authors ran it. Input size becomes free because
     /// the graph, not the spec, now fixes it.
     func overriding(pools: [LayerOp]) -> Architecture {
-        rebuilt(acceptsOtherInputSizes: true) { layers in
+        rebuilt(acceptsOtherInputSizes: true) { _, layers in
             var replacements = pools.makeIterator()
             return layers.map { layer in
                 var layer = layer

@@ -108,15 +108,15 @@ public enum FineTuner {
             throw ZooError.invalidArgument("--augment must be between 1 and 1000 views, got \(augmentation.views)")
         }
         let model = try ModelLoader.load(path: options.weightsPath, architecture: options.architecture)
-        if model.report.noTop {
-            // The head would be global average pooling and one dense layer, which no spec
-            // here declares, so nothing could read the result back as a known network.
-            throw ZooError.invalidArgument("\(options.weightsPath) holds \(model.architecture.id) without its classifier "
-                + "(include_top=False): putting a new head on a no-top file is not supported yet; use weights with their top")
-        }
         let folder = try ImageFolder.forTraining(root: options.dataPath, validationFraction: options.validationFraction,
                                                  seed: options.hyper.seed)
-        let plan = try TransferPlan(source: model.network, classes: folder.classNames.count, trainLast: options.trainLast)
+        // A no-top file gets the head keras.applications examples put on one: global
+        // average pooling, then one dense layer; `verify` knows that shape again.
+        let source = model.report.noTop
+            ? try model.architecture.withPooledHead().resolve(classes: folder.classNames.count,
+                                                              inputSize: Size2(model.network.input.h, model.network.input.w))
+            : model.network
+        let plan = try TransferPlan(source: source, classes: folder.classNames.count, trainLast: options.trainLast)
         let splitText: String
         switch folder.split {
         case .folders: splitText = "train/ and val/ folders"
@@ -124,7 +124,7 @@ public enum FineTuner {
         case .none: splitText = "no validation set"
         }
         callbacks.log("\(model.architecture.id) from \(options.weightsPath): new \(folder.classNames.count)-class head "
-                      + "'\(model.architecture.headLayer)'; classes \(folder.classNames.joined(separator: ", "))")
+                      + "'\(source.architecture.headLayer)'; classes \(folder.classNames.joined(separator: ", "))")
         callbacks.log("data: \(folder.train.count) training and \(folder.validation.count) validation images (\(splitText))")
         callbacks.log("features: output of '\(plan.featureLayer)' (\(plan.featureShape.count) values per image); "
                       + "training \(plan.trainedLayers.filter { !$0.parameters.isEmpty }.map(\.layer.name).joined(separator: ", "))")

@@ -38,6 +38,9 @@ public struct VerifyReport: Sendable {
     /// The file holds the network without its classifier (Keras `include_top=False`):
     /// `architecture` names the full network, and the model ends at its last feature map.
     public var noTop = false
+    /// The file holds the network without its classifier plus a pooled head (global
+    /// average pooling and one dense layer), as `zoo finetune` writes for a no-top file.
+    public var pooledHead = false
 }
 
 public enum Verifier {
@@ -52,12 +55,17 @@ public enum Verifier {
         let noTop = !source.layers.isEmpty && !source.layers.contains { $0.kind == .dense }
             && source.layers.contains { $0.kind == .conv }
         var scored: [(arch: Architecture, mapping: MappingResult, problems: [MappingProblem])] = []
+        // One dense layer after convolutions: maybe a pooled head on a no-top network.
+        let oneDense = source.layers.filter { $0.kind == .dense }.count == 1 && source.layers.contains { $0.kind == .conv }
         for full in candidates {
-            let arch = noTop && full.includeTop && full.hasClassifier ? full.withoutTop() : full
-            guard let mapping = WeightMapping.map(source, onto: arch) else { continue }
-            let problems = mapping.problems + evidenceProblems(arch, source.evidence)
-                + totalProblems(mapping, source)
-            scored.append((arch, mapping, problems))
+            var archs = [noTop && full.includeTop && full.hasClassifier ? full.withoutTop() : full]
+            if oneDense && full.hasClassifier && !full.pooledHead { archs.append(full.withPooledHead()) }
+            for arch in archs {
+                guard let mapping = WeightMapping.map(source, onto: arch) else { continue }
+                let problems = mapping.problems + evidenceProblems(arch, source.evidence)
+                    + totalProblems(mapping, source)
+                scored.append((arch, mapping, problems))
+            }
         }
         // Fewest problems wins; among equals, the architecture the file records (zoo's own
         // writers store it), then a spec made for this file's producer, then the registry's
@@ -70,7 +78,10 @@ public enum Verifier {
         }
         // Then the fewest assumptions: zeros standing in for biases the graph leaves out, and
         // BatchNorm taken as folded, are a weaker fit than tensors the file really has.
-        func assumptions(_ m: MappingResult) -> Int { m.impliedZeroBiases + (m.batchNormFolded ? 1 : 0) }
+        // A pooled head is one too: a ResNet's own avgpool + fc has the same shapes.
+        func assumptions(_ m: MappingResult) -> Int {
+            m.impliedZeroBiases + (m.batchNormFolded ? 1 : 0) + (m.network.architecture.pooledHead ? 1 : 0)
+        }
         let best = scored.enumerated().min { a, b in
             (a.element.problems.count, producerRank(a.element.arch), assumptions(a.element.mapping), a.offset)
                 < (b.element.problems.count, producerRank(b.element.arch), assumptions(b.element.mapping), b.offset)
@@ -112,6 +123,7 @@ public enum Verifier {
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
         report.noTop = !best.arch.includeTop
+        report.pooledHead = best.arch.pooledHead
         report.classes = report.noTop ? nil : mapping.network.classes
         report.problems = problems
         report.ok = problems.isEmpty

@@ -195,48 +195,40 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
     return bytes(mutate_bytes(bytearray(out), rng)) if rng.random() < 0.2 else out
 
 
-def mutate_pth(data: bytes, rng: random.Random) -> bytes:
+def mutate_zip_entry(data: bytes, rng: random.Random, suffix: str, focus_of, deflate: float) -> bytes:
+    """One entry of a zip archive mutated (the one ending in `suffix`, sometimes any) and the
+    archive rebuilt with valid CRCs, so the reader gets past the zip layer; sometimes the
+    zip itself is mutated instead."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
     except Exception:
         return bytes(mutate_bytes(bytearray(data), rng))
-    if rng.random() < 0.3:
+    if not entries or rng.random() < 0.25:
         return bytes(mutate_bytes(bytearray(data), rng, focus=len(data)))
-    index = next((i for i, (name, _) in enumerate(entries) if name.endswith("data.pkl")), 0)
-    if rng.random() < 0.3:
+    index = next((i for i, (name, _) in enumerate(entries) if name.endswith(suffix)), 0)
+    if rng.random() < 0.25:
         index = rng.randrange(len(entries))
     name, body = entries[index]
-    entries[index] = (name, bytes(mutate_bytes(bytearray(body), rng)))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        for n, b in entries:
-            z.writestr(n, b)
-    return out.getvalue()
-
-
-def mutate_keras(data: bytes, rng: random.Random) -> bytes:
-    """A .keras archive with its weights HDF5 (or its config) mutated and re-zipped stored,
-    as Keras writes it; sometimes deflated, sometimes the zip itself mutated."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        entries = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
-    except Exception:
-        return bytes(mutate_bytes(bytearray(data), rng))
-    if rng.random() < 0.2:
-        return bytes(mutate_bytes(bytearray(data), rng, focus=len(data)))
-    index = next((i for i, (name, _) in enumerate(entries) if name.endswith(".h5")), 0)
-    if rng.random() < 0.2:
-        index = rng.randrange(len(entries))
-    name, body = entries[index]
-    focus = hdf5_metadata_focus(body) if name.endswith(".h5") else 0
+    focus = focus_of(body) if name.endswith(suffix) else 0
     entries[index] = (name, bytes(mutate_bytes(bytearray(body), rng, focus=focus)))
     out = io.BytesIO()
-    compression = zipfile.ZIP_DEFLATED if rng.random() < 0.1 else zipfile.ZIP_STORED
+    compression = zipfile.ZIP_DEFLATED if rng.random() < deflate else zipfile.ZIP_STORED
     with zipfile.ZipFile(out, "w", compression) as z:
         for n, b in entries:
             z.writestr(n, b)
     return out.getvalue()
+
+
+def mutate_pth(data: bytes, rng: random.Random) -> bytes:
+    """torch.save's zip with its data.pkl (the pickle) mutated."""
+    return mutate_zip_entry(data, rng, "data.pkl", lambda body: 0, deflate=0)
+
+
+def mutate_keras(data: bytes, rng: random.Random) -> bytes:
+    """A .keras archive with its weights HDF5 mutated, re-zipped stored as Keras writes it,
+    sometimes deflated."""
+    return mutate_zip_entry(data, rng, ".h5", hdf5_metadata_focus, deflate=0.1)
 
 
 def hdf5_metadata_focus(data: bytes) -> int:

@@ -14,7 +14,8 @@ exit status other than 0/1/2, an error message spanning lines or carrying contro
 a contained libhdf5 failure (the sandboxed worker crashed or ran out of time: zoo reported
 it, but the file is a crash class worth keeping). Each new finding class is minimised
 (mutated bytes reverted one group at a time while the finding persists) and, with --keep,
-saved under Fixtures/fuzz/ with its expected exit status and message in
+saved under Fixtures/fuzz/ (a contained libhdf5 crash once per crashing libhdf5 function,
+found with gdb) with its expected exit status and message in
 Fixtures/fuzz/expected.json, which FuzzRegressionTests replays.
 
   python3 Tools/fuzz.py --seconds 60 --seed 1            # the short pass CI runs
@@ -326,6 +327,24 @@ def classify(outcome: dict):
     return None
 
 
+def crash_site(zoo: str, path: pathlib.Path):
+    """The innermost named function of the crash a contained libhdf5 failure is, found by
+    running the file in process (ZOO_HDF5_IN_PROCESS=1) under gdb; None without gdb."""
+    if not shutil.which("gdb"):
+        return None
+    try:
+        run = subprocess.run(["gdb", "-batch", "-nx", "-ex", "run", "-ex", "bt 12", "--args", zoo, "inspect", "--load", str(path)],
+                             capture_output=True, text=True, timeout=60, cwd=path.parent,
+                             env={**os.environ, "ZOO_HDF5_IN_PROCESS": "1"})
+    except subprocess.TimeoutExpired:
+        return None
+    frames = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?([A-Za-z_][A-Za-z0-9_]*)", run.stdout, re.M)
+    for name in frames:
+        if name.startswith(("H5", "zoo_h5")):
+            return name
+    return frames[0] if frames else None
+
+
 def command_statuses(zoo: str, path: pathlib.Path) -> dict:
     """The exit status of `zoo inspect --load` and `zoo verify` on a kept file, for the
     regression test to hold them to."""
@@ -420,6 +439,11 @@ def main():
                     classes[kind] = classes.get(kind, 0) + 1
                     if kind.split(":")[0].split(" ")[0] in args.fail_on.split(","):
                         failures.append((reader, kind, path))
+                    if args.keep and kind.startswith("contained") and re.search(r"SIG[A-Z]+", kind):
+                        # One file per libhdf5 function that crashes, not per signal.
+                        site = crash_site(args.zoo, path)
+                        if site:
+                            kind += " in " + site
                     if args.keep and kind not in known:
                         seed, data = origin[path]
                         small = minimise(args.zoo, reader, seed, data, kind, work, args.hang_seconds)

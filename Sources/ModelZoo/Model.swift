@@ -19,17 +19,14 @@ public struct Model {
     /// Canonical (torchvision) names and layouts.
     public let weights: [String: Tensor]
     public let verification: VerifyReport
-    /// How images become this model's input and what its outputs mean.
-    public let preset: Preset
+    /// How images become this model's input, where the weights come from, and the names of
+    /// the outputs of the head they were trained with.
+    public let preset: WeightsPreset
+    /// The names of this model's outputs: stored with the weights (a fine-tuned head), or
+    /// the preset's when the head is the preset's own; nil when unknown.
+    public let classNames: [String]?
     /// The file it came from, its format and its producer.
     public let provenance: Provenance
-
-    public struct Preset: Sendable {
-        public var preprocessing: Architecture.Preprocessing
-        public var inputSize: Size2
-        /// Stored with the weights (`zoo finetune`), ImageNet's for 1000-class heads, or nil.
-        public var classNames: [String]?
-    }
 
     public struct Provenance: Sendable {
         public var path: String
@@ -54,9 +51,8 @@ public struct Model {
         network = loaded.network
         weights = loaded.weights
         verification = loaded.report
-        preset = Preset(preprocessing: loaded.architecture.preprocessing,
-                        inputSize: Size2(loaded.network.input.h, loaded.network.input.w),
-                        classNames: loaded.classNames)
+        preset = loaded.preset
+        classNames = loaded.classNames
         provenance = Provenance(path: loaded.file.path, format: loaded.file.format, producer: loaded.file.producer)
         self.loaded = loaded
     }
@@ -110,8 +106,8 @@ public struct Model {
         if URL(fileURLWithPath: path).standardizedFileURL == URL(fileURLWithPath: provenance.path).standardizedFileURL {
             throw ZooError.invalidArgument("\(path): saving would overwrite the file the model came from")
         }
-        return try ModelWriter.write(network, weights: weights, classNames: preset.classNames, to: path, format: format,
-                                     producer: "modelzoo", source: provenance.path)
+        return try ModelWriter.write(network, weights: weights, classNames: classNames, to: path, format: format,
+                                     producer: "modelzoo", source: provenance.path, preset: preset)
     }
 }
 

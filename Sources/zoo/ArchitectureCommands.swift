@@ -3,7 +3,8 @@ import Foundation
 import ModelZoo
 
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the architectures with their parameter totals.")
+    static let configuration = CommandConfiguration(
+        abstract: "List the architectures with their parameter totals, and the weights presets that are another training of one.")
 
     @Option(help: "text or json.")
     var format: OutputFormat = .text
@@ -15,13 +16,24 @@ struct List: ParsableCommand {
                           "input".padding(toLength: 11, withPad: " ", startingAt: 0), "what"].joined(separator: "  ")]
             for arch in ArchitectureRegistry.all {
                 let net = try arch.resolve()
+                let presets = WeightsPreset.presets(of: arch.id).filter(\.isNamedVariant)
                 rows.append(["id": arch.id, "title": arch.title, "variant": arch.variant,
                              "params": net.totalParameters, "buffers": net.totalBuffers, "input": net.input.array,
-                             "classes": net.classes])
+                             "classes": net.classes, "presets": presets.map(\.id)])
                 lines.append([arch.id.padding(toLength: 16, withPad: " ", startingAt: 0),
                               grouped(net.totalParameters).leftPadded(12),
                               net.input.description.padding(toLength: 11, withPad: " ", startingAt: 0),
                               arch.title + ", " + arch.variant].joined(separator: "  "))
+            }
+            let presets = WeightsPreset.all.filter(\.isNamedVariant)
+            if !presets.isEmpty {
+                lines += ["", "presets: other trainings of an architecture above (`--arch` takes them too)"]
+                for preset in presets {
+                    lines.append([preset.id.padding(toLength: 16, withPad: " ", startingAt: 0),
+                                  ("= " + preset.architecture).padding(toLength: 12, withPad: " ", startingAt: 0),
+                                  "\(preset.preprocessing.rawValue) preprocessing".padding(toLength: 24, withPad: " ", startingAt: 0),
+                                  preset.source].joined(separator: "  "))
+                }
             }
             print(format == .json ? jsonString(rows) : lines.joined(separator: "\n") + "\n", terminator: "")
         }

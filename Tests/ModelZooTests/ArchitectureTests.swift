@@ -17,7 +17,7 @@ final class ArchitectureTests: XCTestCase {
             "googlenet": 6_624_904,
             "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
             "resnet101": 44_549_160, "resnet152": 60_192_808,
-            "resnet50-keras": 25_583_592, "resnet50-caffe2": 25_557_032,
+            "resnet50-keras": 25_583_592,
             // The original Caffe ResNets: torchvision's totals plus conv1's 64 biases.
             "resnet50-caffe": 25_557_096, "resnet101-caffe": 44_549_224, "resnet152-caffe": 60_192_872,
             // Counted from the ONNX zoo graphs (the onnx wheel's light_zfnet512 and
@@ -36,7 +36,6 @@ final class ArchitectureTests: XCTestCase {
 
     func testBatchNormBuffersCountedApart() throws {
         XCTAssertEqual(try resolve("resnet50-keras").totalBuffers, 53_120)
-        XCTAssertEqual(try resolve("resnet50-caffe2").totalBuffers, 53_120)
         XCTAssertEqual(try resolve("resnet50").totalBuffers, 53_120)
         XCTAssertEqual(try resolve("vgg16").totalBuffers, 0)
         // torchvision's resnet18 state_dict: 9,600 BN channels, each with mean and var.
@@ -174,8 +173,6 @@ final class ArchitectureTests: XCTestCase {
         }
         XCTAssertEqual(try stride("resnet50", "layer2.0.conv1"), 1)
         XCTAssertEqual(try stride("resnet50", "layer2.0.conv2"), 2)
-        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv1"), 1)
-        XCTAssertEqual(try stride("resnet50-caffe2", "layer2.0.conv2"), 2, "as the zoo graph has it")
         XCTAssertEqual(try stride("resnet50-keras", "layer2.0.conv1"), 2)
         XCTAssertNotNil(try resolve("resnet50-keras").layer(named: "layer1.0.conv1")?.parameters.first { $0.role == .bias })
     }

@@ -16,7 +16,7 @@ final class LibraryTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("digit_3_0705.png: class 3"), result.stdout)
         XCTAssertTrue(result.stdout.contains(#"new head for ["5", "6", "7", "8", "9"]"#), result.stdout)
         let saved = try Model.load(out)
-        XCTAssertEqual(saved.preset.classNames, ["5", "6", "7", "8", "9"])
+        XCTAssertEqual(saved.classNames, ["5", "6", "7", "8", "9"])
         XCTAssertEqual(saved.network.classes, 5)
     }
 

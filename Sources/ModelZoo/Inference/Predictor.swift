@@ -16,7 +16,7 @@ public final class Predictor {
     public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
                 precision: Precision = .fp32) throws {
         self.model = model
-        self.preprocessing = preprocessing ?? model.architecture.preprocessing
+        self.preprocessing = preprocessing ?? model.preset.preprocessing
         network = try Network(model.network, weights: model.weights, batch: 1, threads: threads, precision: precision)
     }
 
@@ -25,7 +25,7 @@ public final class Predictor {
         let image = try ImageDecoder.decode(path: path)
         let net = model.network
         let data = ImagePreprocessor.tensorData(image, for: preprocessing, size: Size2(net.input.h, net.input.w),
-                                                channels: net.input.c, meanBGR: model.architecture.meanBGR)
+                                                channels: net.input.c, meanBGR: model.preset.meanBGR)
         return Tensor(shape: [1, net.input.c, net.input.h, net.input.w], data: data)
     }
 

@@ -82,6 +82,7 @@ public enum Evaluator {
         options.threads = threads
         options.precision = precision
         options.strict = strict
+        options.preset = model.preset
         let extractor = FeatureExtractor(plan: full, weights: model.weights, options: options)
         let samples = folder.validation
         let logits = try extractor.extract(paths: samples.map(\.path), labels: samples.map(\.label),

@@ -134,6 +134,7 @@ public enum FineTuner {
         extractorOptions.threads = options.threads
         extractorOptions.precision = options.precision
         extractorOptions.strict = options.strict
+        extractorOptions.preset = model.preset
         var augmentation = options.augmentation
         augmentation?.seed = options.hyper.seed
         extractorOptions.augmentation = augmentation
@@ -215,7 +216,7 @@ public enum FineTuner {
         for spec in plan.source.layers[plan.cutIndex...].flatMap({ $0.parameters }) { weights[spec.name] = nil }
         for (name, tensor) in outcome.weights { weights[name] = tensor }
         let summary = try ModelWriter.write(plan.target, weights: weights, classNames: folder.classNames, to: out,
-                                            format: format, producer: "zoo finetune")
+                                            format: format, producer: "zoo finetune", preset: model.preset)
         try? FileManager.default.removeItem(atPath: checkpoint)
         let best = outcome.bestValidationAccuracy.map { String(format: ", val %.1f%%", $0 * 100) } ?? ""
         callbacks.log("best epoch \(outcome.bestEpoch)\(best); wrote \(summary.format.rawValue) \(out)")
@@ -263,7 +264,7 @@ public enum FineTuner {
         weights[weightSpec.name] = Tensor(shape: weightSpec.shape, data: fit.weight)
         if let biasSpec { weights[biasSpec.name] = Tensor(shape: biasSpec.shape, data: fit.bias) }
         let summary = try ModelWriter.write(plan.target, weights: weights, classNames: classNames, to: out,
-                                            format: format, producer: "zoo finetune")
+                                            format: format, producer: "zoo finetune", preset: model.preset)
         let point = fit.chosenPoint
         let val = hasValidation ? String(format: ", val %.1f%%", folded * 100) : ""
         callbacks.log(String(format: "chosen C %g (l2 %.1e): train %.1f%%%@; fitted in %.2f s; wrote %@ %@",

@@ -74,6 +74,9 @@ public enum ReportRenderer {
         out.append("tensors paired: \(r.pairing.rawValue)")
         if let id = r.architecture, let title = r.title, let variant = r.variant {
             out.append("architecture: \(title) [\(id)], \(variant)")
+            if let id = r.preset, id != r.architecture, let preset = WeightsPreset.find(id) {
+                out.append("preset: \(id), \(preset.source); \(preset.preprocessing.rawValue) preprocessing")
+            }
             out.append("confidence: \(r.confidence.rawValue)" + (r.alsoFits.isEmpty ? "" : " (also fits: \(r.alsoFits.joined(separator: ", ")))"))
         } else {
             out.append("architecture: matches none of `zoo list`")
@@ -96,7 +99,7 @@ public enum ReportRenderer {
     public static func verifyJSON(_ r: VerifyReport) -> String {
         var root: [String: Any] = [
             "file": r.file, "format": r.format.rawValue, "convention": r.convention, "pairing": r.pairing.rawValue,
-            "architecture": r.architecture ?? NSNull(), "variant": r.variant ?? NSNull(),
+            "architecture": r.architecture ?? NSNull(), "preset": r.preset ?? NSNull(), "variant": r.variant ?? NSNull(),
             "confidence": r.confidence.rawValue, "ok": r.ok, "parameters": r.parameters,
             "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(), "no_top": r.noTop,
             "notes": r.notes, "also_fits": r.alsoFits,

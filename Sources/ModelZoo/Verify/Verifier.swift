@@ -41,6 +41,9 @@ public struct VerifyReport: Sendable {
     /// The file holds the network without its classifier plus a pooled head (global
     /// average pooling and one dense layer), as `zoo finetune` writes for a no-top file.
     public var pooledHead = false
+    /// The weights preset the file was recognised as (`resnet50-caffe2`), or the
+    /// architecture's own id for its standard preset; nil when no architecture fits.
+    public var preset: String?
 }
 
 public enum Verifier {
@@ -71,10 +74,10 @@ public enum Verifier {
         // writers store it), then a spec made for this file's producer, then the registry's
         // order (torchvision first).
         let producer = (file.producer ?? "").lowercased() + " " + source.convention.lowercased()
-        let recorded = FileMetadata.value(ModelWriter.architectureKey, in: file)
+        let recorded = file.metadata[ZooMetadata.architecture]
         func producerRank(_ arch: Architecture) -> Int {
             if let recorded { return arch.id == recorded ? 0 : 2 }
-            return arch.producers.contains { producer.contains($0) } ? 0 : 1
+            return WeightsPreset.matching(producer: producer, architecture: arch.id) != nil ? 0 : 1
         }
         // Then the fewest assumptions: zeros standing in for biases the graph leaves out, and
         // BatchNorm taken as folded, are a weaker fit than tensors the file really has.
@@ -120,6 +123,7 @@ public enum Verifier {
                 && assumptions($0.mapping) == assumptions(best.mapping)
         }
         report.architecture = best.arch.id
+        report.preset = WeightsPreset.resolve(for: file, architecture: best.arch).id
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
         report.noTop = !best.arch.includeTop

@@ -91,8 +91,9 @@ public enum Converter {
         let model = try ModelLoader.load(path: input, architecture: options.architecture)
         try ModelWriter.checkExpressible(model.network, as: format)
         let source = URL(fileURLWithPath: input).lastPathComponent
-        let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: ClassNames.stored(in: model.file),
-                                            to: output, format: format, producer: "zoo convert", source: source)
+        let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: model.storedClassNames,
+                                            to: output, format: format, producer: "zoo convert", source: source,
+                                            preset: model.preset)
         let architecture = model.report.architecture ?? model.architecture.id
         var check: CheckResult?
         if options.check {

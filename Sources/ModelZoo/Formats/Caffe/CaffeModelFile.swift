@@ -23,6 +23,7 @@ public final class CaffeModelFile: WeightFile, DescribesContents {
     public var producer: String? { "caffe (\(layout.rawValue) layers)" }
     public let tensors: [TensorRecord]
     public let net: CaffeNet
+    public var graph: FileGraph? { .caffe(net) }
     public var layout: CaffeNet.Layout { net.layout }
 
     private let file: MappedFile

@@ -103,9 +103,7 @@ public struct Model {
         guard let format = ModelWriter.format(forPath: path) else {
             throw ZooError.invalidArgument("\(path): cannot tell the output format from the extension")
         }
-        if URL(fileURLWithPath: path).standardizedFileURL == URL(fileURLWithPath: provenance.path).standardizedFileURL {
-            throw ZooError.invalidArgument("\(path): saving would overwrite the file the model came from")
-        }
+        try OutputTarget.refuseOverwriting(input: provenance.path, output: path, parameter: "path")
         return try ModelWriter.write(network, weights: weights, classNames: classNames, to: path, format: format,
                                      producer: "modelzoo", source: provenance.path, preset: preset)
     }

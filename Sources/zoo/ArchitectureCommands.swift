@@ -51,7 +51,7 @@ struct Summary: ParsableCommand {
     var classes: Int?
 
     @Option(name: .customLong("input-size"), help: "Input height and width, e.g. 224 or 240x320.")
-    var inputSize: String?
+    var inputSize: Size2?
 
     @Option(help: "text, markdown or json.")
     var format: SummaryFormat = .text
@@ -59,7 +59,7 @@ struct Summary: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let arch = try ArchitectureRegistry.find(architecture)
-            let net = try arch.resolve(classes: classes, inputSize: try inputSize.map(parseSize))
+            let net = try arch.resolve(classes: classes, inputSize: inputSize)
             print(SummaryRenderer.render(net, as: format), terminator: "")
         }
     }

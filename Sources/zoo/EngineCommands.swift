@@ -47,21 +47,21 @@ struct Predict: ParsableCommand {
     var images: [String]
     @Option(help: "How many classes to print per image.")
     var top: Int = 5
-    @Option(help: "torchvision, caffe or grayscale (default: the architecture's convention).")
-    var preprocess: String?
+    @Option(help: "torchvision, caffe or grayscale (default: the weights' preset).")
+    var preprocess: Architecture.Preprocessing?
     @Option(help: "text or json.")
     var format: OutputFormat = .text
 
-    func run() throws {
-        try reportingErrors {
+    func validate() throws {
+        try validating {
             guard !images.isEmpty else { throw ZooError.invalidArgument("no images given") }
             guard top >= 1 else { throw ZooError.invalidArgument("--top must be at least 1") }
-            let convention = try preprocess.map { name -> Architecture.Preprocessing in
-                guard let p = Architecture.Preprocessing(rawValue: name) else {
-                    throw ZooError.invalidArgument("unknown preprocessing '\(name)'; use torchvision, caffe or grayscale")
-                }
-                return p
-            }
+        }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let convention = preprocess
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let predictor = try Predictor(model: model, preprocessing: convention, threads: source.threads,
                                           precision: source.precision)
@@ -96,13 +96,18 @@ struct Bench: ParsableCommand {
             help: "With --precision bf16: seeded random batches the outputs are compared with fp32 on.")
     var compareBatches: Int = 4
 
-    func run() throws {
-        try reportingErrors {
+    func validate() throws {
+        try validating {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             guard iterations >= 1 else { throw ZooError.invalidArgument("--iterations must be at least 1") }
             guard compareBatches >= 1, compareBatches <= 1000 else {
                 throw ZooError.invalidArgument("--compare-batches must be between 1 and 1000")
             }
+        }
+    }
+
+    func run() throws {
+        try reportingErrors {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads,
                                       precision: source.precision)

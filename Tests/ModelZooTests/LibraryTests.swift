@@ -59,4 +59,34 @@ final class LibraryTests: XCTestCase {
         try model.save(copy)
         XCTAssertEqual(try Model.load(copy).weights["fc3.bias"]?.data, model.weights["fc3.bias"]?.data)
     }
+
+    /// One rule decides "this would overwrite the input" for convert, finetune and save: the
+    /// same path spelt differently, a symbolic link and a hard link are all the input.
+    func testOneOverwriteRuleCoversLinks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("links-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("in.safetensors").path
+        try FileManager.default.copyItem(atPath: CLI.fixture("lenet/lenet5_digits.safetensors"), toPath: input)
+        let symlink = dir.appendingPathComponent("sym.safetensors").path
+        let hardlink = dir.appendingPathComponent("hard.safetensors").path
+        try FileManager.default.createSymbolicLink(atPath: symlink, withDestinationPath: input)
+        XCTAssertEqual(link(input, hardlink), 0)
+        for alias in [dir.path + "/./in.safetensors", symlink, hardlink] {
+            XCTAssertTrue(OutputTarget.sameFile(input, alias), alias)
+        }
+        XCTAssertFalse(OutputTarget.sameFile(input, dir.appendingPathComponent("other.safetensors").path))
+        let model = try Model.load(input)
+        XCTAssertThrowsError(try model.save(hardlink)) { error in
+            guard case ZooError.invalidParameter(let name, _)? = error as? ZooError else { return XCTFail("\(error)") }
+            XCTAssertEqual(name, "path")
+        }
+    }
+
+    /// The library names its own parameters; the command line renders them as flags.
+    func testParameterErrorsNameLibraryParametersAndRenderAsFlags() {
+        let error = ZooError.invalidParameter(name: "trainLast", message: "{trainLast} 2 needs {optimizer} sgd")
+        XCTAssertEqual(error.description, "trainLast 2 needs optimizer sgd")
+        XCTAssertEqual(error.rendered { "--" + $0.lowercased() }, "--trainlast 2 needs --optimizer sgd")
+    }
 }

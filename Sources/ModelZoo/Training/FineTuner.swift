@@ -85,27 +85,26 @@ public enum FineTuner {
     public static func run(_ options: Options, callbacks: Callbacks) throws -> Result {
         let out = options.outputPath
         guard let format = ModelWriter.format(forPath: out) else {
-            throw ZooError.invalidArgument(
+            throw ZooError.invalidParameter(name: "outputPath", message:
                 "\(out): cannot tell the output format from the extension; use .safetensors, .onnx, .h5, .weights.h5 or .pth")
         }
-        if samePath(out, options.weightsPath) {
-            throw ZooError.invalidArgument("\(out): the output would overwrite the input weights; choose another --out")
-        }
+        try OutputTarget.refuseOverwriting(input: options.weightsPath, output: out)
         let outDirectory = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard ImageFolder.isDirectory(outDirectory) else {
             throw ZooError.writeFailed(path: out, reason: "folder \(outDirectory) does not exist")
         }
         guard options.extractionBatch >= 1, options.extractionBatch <= 4096 else {
-            throw ZooError.invalidArgument("feature batch must be between 1 and 4096")
+            throw ZooError.invalidParameter(name: "extractionBatch", message: "{extractionBatch} must be between 1 and 4096")
         }
 
         let optimizer = options.optimizer ?? (options.trainLast > 0 ? .sgd : .lbfgs)
         if optimizer == .lbfgs && options.trainLast > 0 {
-            throw ZooError.invalidArgument(
-                "--train-last \(options.trainLast) trains more than a head: it needs --optimizer sgd (L-BFGS fits the head alone)")
+            throw ZooError.invalidParameter(name: "trainLast", message:
+                "{trainLast} \(options.trainLast) trains more than a head: it needs {optimizer} sgd (L-BFGS fits the head alone)")
         }
         if let augmentation = options.augmentation, !(1...1000).contains(augmentation.views) {
-            throw ZooError.invalidArgument("--augment must be between 1 and 1000 views, got \(augmentation.views)")
+            throw ZooError.invalidParameter(name: "augmentation",
+                                           message: "{augmentation} must be between 1 and 1000 views, got \(augmentation.views)")
         }
         let model = try ModelLoader.load(path: options.weightsPath, architecture: options.architecture)
         let folder = try ImageFolder.forTraining(root: options.dataPath, validationFraction: options.validationFraction,
@@ -330,12 +329,5 @@ public enum FineTuner {
         for (index, reason) in set.skipped where range.contains(index) { skipped[index - range.lowerBound] = reason }
         return FeatureSet(dimension: d, paths: Array(set.paths[range]), labels: Array(set.labels[range]),
                           values: Array(set.values[(range.lowerBound * d)..<(range.upperBound * d)]), skipped: skipped)
-    }
-
-    /// Whether two paths name the same file (after resolving `..` and symbolic links).
-    static func samePath(_ a: String, _ b: String) -> Bool {
-        let ua = URL(fileURLWithPath: a).standardizedFileURL.resolvingSymlinksInPath()
-        let ub = URL(fileURLWithPath: b).standardizedFileURL.resolvingSymlinksInPath()
-        return ua.path == ub.path
     }
 }

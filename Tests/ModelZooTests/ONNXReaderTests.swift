@@ -291,18 +291,43 @@ final class ONNXReaderTests: XCTestCase {
             corrupted[index] = UInt8.random(in: 0...255, using: &generator)
             variants.append(corrupted)
         }
-        var opened = 0
-        for variant in variants {
+        let reference = try ONNXFile(path: fixture("tiny_conv_raw.onnx"))
+        let referenceNames = Set(reference.tensors.map(\.name))
+        var opened = 0, refused = 0, prefixesOpened = 0
+        for (index, variant) in variants.enumerated() {
             try variant.write(to: scratch)
+            let isPrefix = index < original.count
             do {
                 let file = try ONNXFile(path: scratch.path)
                 opened += 1
+                if isPrefix {
+                    prefixesOpened += 1
+                    // A cut file can only lose tensors, never invent one.
+                    XCTAssertTrue(Set(file.tensors.map(\.name)).isSubset(of: referenceNames), "prefix of \(index) bytes")
+                }
                 // Skip loading the odd multi-megabyte fill a corrupted shape can still declare.
-                for record in file.tensors where record.byteCount < 1 << 20 { _ = try? file.load(record.name) }
-            } catch is ZooError {
-                continue
+                for record in file.tensors where record.byteCount < 1 << 20 {
+                    do {
+                        let tensor = try file.load(record.name)
+                        // What loads is what the header declared.
+                        XCTAssertEqual(tensor.shape, record.shape, "variant \(index): \(record.name)")
+                        XCTAssertEqual(tensor.data.count, record.elementCount, "variant \(index): \(record.name)")
+                    } catch is ZooError {
+                        continue
+                    }
+                }
+            } catch let error as ZooError {
+                refused += 1
+                // One line, naming the file: what the command line prints as it is.
+                XCTAssertFalse(error.description.contains("\n"), "variant \(index): \(error)")
+                XCTAssertTrue(error.description.contains(scratch.lastPathComponent), "variant \(index): \(error)")
             }
         }
-        XCTAssertGreaterThan(opened, 0)
+        XCTAssertEqual(opened + refused, variants.count)
+        // The empty file and the first bytes are no model; most single-byte corruptions of
+        // a 1 KB model are still one (the weights are most of it); some are not.
+        XCTAssertLessThan(prefixesOpened, original.count)
+        XCTAssertGreaterThan(opened - prefixesOpened, 0)
+        XCTAssertGreaterThan(refused, 0)
     }
 }

@@ -79,21 +79,29 @@ public struct Model {
 
     /// A new head for the class folders of `folder`, fitted on this model's frozen features
     /// the way `zoo finetune` does with its defaults; returns the tuned model, with its
-    /// class names. Nothing is written beside the model's file.
+    /// class names and this model's preset, verified as a loaded file is. The weights stay
+    /// in memory: nothing is written (an SGD run's checkpoints go to a scratch folder that is
+    /// removed afterwards); `save` writes the result.
     public func finetuned(on folder: ImageFolderSource, options: (inout FineTuner.Options) -> Void = { _ in },
                           progress: @escaping (String) -> Void = { _ in }) throws -> Model {
         let scratch = FileManager.default.temporaryDirectory
             .appendingPathComponent("zoo-finetune-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let out = scratch.appendingPathComponent("tuned.safetensors").path
         var settings = FineTuner.Options(weightsPath: provenance.path, architecture: architecture.id,
-                                         dataPath: folder.path, outputPath: out)
+                                         dataPath: folder.path, outputPath: scratch.appendingPathComponent("tuned").path)
         settings.cacheFeatures = false
         options(&settings)
-        settings.outputPath = out
-        _ = try FineTuner.run(settings, callbacks: .init(log: progress, warn: progress))
-        return try Model.load(out, architecture: architecture)
+        settings.outputPath = scratch.appendingPathComponent("tuned").path
+        let tuned = FineTuner.TunedWeights()
+        _ = try FineTuner.run(settings, model: loaded, destination: .memory(tuned), callbacks: .init(log: progress, warn: progress))
+        guard let network = tuned.network else {
+            throw ZooError.invalidParameter(name: "options", message: "the run stopped before the head was trained ({options} stopAfterEpochs)")
+        }
+        let file = try MemoryWeightFile(network, weights: tuned.weights, classNames: tuned.classNames, preset: preset,
+                                        path: provenance.path + " (fine-tuned on \(folder.path))", producer: "zoo finetune")
+        return try Model(ModelLoader.load(file: file, spec: architecture, preset: preset,
+                                          inputSize: Size2(network.input.h, network.input.w)))
     }
 
     /// Writes the model, with its class names, in the format `path`'s extension names

@@ -60,6 +60,33 @@ final class LibraryTests: XCTestCase {
         XCTAssertEqual(try Model.load(copy).weights["fc3.bias"]?.data, model.weights["fc3.bias"]?.data)
     }
 
+    /// Fine-tuning in memory: nothing appears beside the source file, the tuned model is
+    /// verified like a loaded file, keeps the source's preset, and what it computes is what
+    /// its saved file computes.
+    func testFinetunedInMemoryMatchesItsSavedFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tune-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("lenet.onnx").path
+        try FileManager.default.copyItem(atPath: CLI.fixture("lenet/lenet5_digits04.onnx"), toPath: source)
+        let model = try Model.load(source)
+        var lines: [String] = []
+        let tuned = try model.finetuned(on: ImageFolderSource(CLI.fixture("digits59")), progress: { lines.append($0) })
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["lenet.onnx"])
+        XCTAssertFalse(lines.isEmpty)
+        XCTAssertEqual(tuned.classNames, ["5", "6", "7", "8", "9"])
+        XCTAssertEqual(tuned.network.classes, 5)
+        XCTAssertEqual(tuned.verification.confidence, .high)
+        XCTAssertEqual(tuned.preset, model.preset)
+        XCTAssertEqual(tuned.weights["conv1.weight"]?.data, model.weights["conv1.weight"]?.data, "the backbone is frozen")
+        let saved = dir.appendingPathComponent("tuned.onnx").path
+        try tuned.save(saved)
+        let reloaded = try Model.load(saved)
+        XCTAssertEqual(reloaded.classNames, tuned.classNames)
+        let x = try NPY.read(path: CLI.fixture("lenet/input_batch8.npy"))
+        XCTAssertEqual(try reloaded.logits(x).data, try tuned.logits(x).data)
+    }
+
     /// One rule decides "this would overwrite the input" for convert, finetune and save: the
     /// same path spelt differently, a symbolic link and a hard link are all the input.
     func testOneOverwriteRuleCoversLinks() throws {

@@ -40,7 +40,12 @@ public enum ModelLoader {
     /// that are not in the registry), and optionally the preset to load it with.
     public static func load(path: String, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
                             inputSize: Size2? = nil) throws -> LoadedModel {
-        let file = try WeightFileOpener.open(path: path)
+        try load(file: try WeightFileOpener.open(path: path), spec: requested, preset: requestedPreset, inputSize: inputSize)
+    }
+
+    /// Verifies and loads a file already opened (or weights in memory: `MemoryWeightFile`).
+    public static func load(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
+                            inputSize: Size2? = nil) throws -> LoadedModel {
         // Shapes first; values are checked once loaded, so the file is read only once.
         var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
         guard report.ok, let mapping = found, let archID = report.architecture else {

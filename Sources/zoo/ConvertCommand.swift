@@ -5,19 +5,10 @@ import ModelZoo
 
 private func printSummary(_ summary: ModelWriter.Summary) {
     print("  wrote \(summary.path) (\(summary.format.rawValue)): \(summary.tensors) tensors, "
-        + "\(groupedNumber(summary.parameters)) parameters")
+        + "\(grouped(summary.parameters)) parameters")
     for transform in summary.transforms { print("  - \(transform)") }
 }
 
-private func groupedNumber(_ n: Int) -> String {
-    let digits = String(n)
-    var out = ""
-    for (i, ch) in digits.enumerated() {
-        if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
-        out.append(ch)
-    }
-    return out
-}
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(

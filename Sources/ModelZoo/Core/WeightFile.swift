@@ -58,6 +58,15 @@ public protocol WeightFile: AnyObject {
 }
 
 extension WeightFile {
+    /// Reads every tensor a model load could read (float32, and the float16, bfloat16 and
+    /// float64 the readers widen), in file order, handing each to `body`: the one way
+    /// `inspect --load`, the fuzz harness's check and `verify` read a whole file.
+    public func forEachLoadedTensor(_ body: (TensorRecord, Tensor) throws -> Void = { _, _ in }) throws {
+        for record in tensors where record.dtype.convertsToFloat32 || record.dtype == .float64 {
+            try body(record, try load(record.name))
+        }
+    }
+
     public var absentTensors: [String] { [] }
     public var metadata: [String: String] { [:] }
     public var graph: FileGraph? { nil }

@@ -115,15 +115,6 @@ public enum CaffeGrouping {
         items.count <= 6 ? items.joined(separator: ", ") : items.prefix(5).joined(separator: ", ") + ", ... (\(items.count) in all)"
     }
 
-    private static func grouped(_ n: Int) -> String {
-        let digits = String(n)
-        var out = ""
-        for (i, ch) in digits.enumerated() {
-            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
-            out.append(ch)
-        }
-        return out
-    }
 
     /// A legacy 4-D blob (`1x1x4096x9216` for an FC weight, `1x1x1x4096` for a bias) seen
     /// with its leading unit dimensions dropped, down to `rank`.

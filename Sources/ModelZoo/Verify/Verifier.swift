@@ -106,7 +106,7 @@ public enum Verifier {
             // Still read every tensor: a file whose data cannot be loaded (unsafe external
             // paths, short data) is unreadable, whatever it was meant to be.
             if checkValues {
-                for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
+                try file.forEachLoadedTensor()
             }
             report.notes.append("closest is \(best.arch.id), with \(best.problems.count) problems: matches none")
             report.problems = absentProblems(file) + best.problems

@@ -11,15 +11,15 @@ struct List: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            var rows: [[String: Any]] = []
+            var rows: [ArchitectureRow] = []
             var lines = [["id".padding(toLength: 16, withPad: " ", startingAt: 0), "params".leftPadded(12),
                           "input".padding(toLength: 11, withPad: " ", startingAt: 0), "what"].joined(separator: "  ")]
             for arch in ArchitectureRegistry.all {
                 let net = try arch.resolve()
                 let presets = WeightsPreset.presets(of: arch.id).filter(\.isNamedVariant)
-                rows.append(["id": arch.id, "title": arch.title, "variant": arch.variant,
-                             "params": net.totalParameters, "buffers": net.totalBuffers, "input": net.input.array,
-                             "classes": net.classes, "presets": presets.map(\.id)])
+                rows.append(ArchitectureRow(id: arch.id, title: arch.title, variant: arch.variant,
+                                            params: net.totalParameters, buffers: net.totalBuffers, input: net.input.array,
+                                            classes: net.classes, presets: presets.map(\.id)))
                 lines.append([arch.id.padding(toLength: 16, withPad: " ", startingAt: 0),
                               grouped(net.totalParameters).leftPadded(12),
                               net.input.description.padding(toLength: 11, withPad: " ", startingAt: 0),
@@ -35,9 +35,18 @@ struct List: ParsableCommand {
                                   preset.source].joined(separator: "  "))
                 }
             }
-            print(format == .json ? jsonString(rows) : lines.joined(separator: "\n") + "\n", terminator: "")
+            print(format == .json ? encodeJSON(rows) : lines.joined(separator: "\n") + "\n", terminator: "")
         }
     }
+}
+
+/// One architecture in `zoo list --format json`.
+struct ArchitectureRow: Encodable {
+    let id, title, variant: String
+    let params, buffers: Int
+    let input: [Int]
+    let classes: Int
+    let presets: [String]
 }
 
 struct Summary: ParsableCommand {

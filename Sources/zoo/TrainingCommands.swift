@@ -161,7 +161,7 @@ struct Evaluate: ParsableCommand {
                                                 warn: printWarning, progress: extractionCounter())
             let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {
-                print(jsonString(result.json), terminator: "")
+                print(result.json, terminator: "")
                 // stdout stays pure JSON.
                 if let written { FileHandle.standardError.write(Data("wrote \(written)\n".utf8)) }
             } else {

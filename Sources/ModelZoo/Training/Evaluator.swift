@@ -2,21 +2,32 @@ import Foundation
 
 /// Accuracy of a model on an ImageFolder: overall, per class, and the confusion matrix.
 public struct EvaluationReport: Sendable, Encodable {
-    public struct ClassResult: Sendable {
+    public struct ClassResult: Sendable, Encodable {
         public let name: String
         public let images: Int
         public let correct: Int
         public var accuracy: Double { images == 0 ? 0 : Double(correct) / Double(images) }
+
+        private enum Keys: String, CodingKey { case name = "class", images, correct, accuracy }
+        public func encode(to encoder: Encoder) throws {
+            var row = encoder.container(keyedBy: Keys.self)
+            try row.encode(name, forKey: .name)
+            try row.encode(images, forKey: .images)
+            try row.encode(correct, forKey: .correct)
+            try row.encode(accuracy, forKey: .accuracy)
+        }
     }
 
     /// An image the model got wrong.
-    public struct Mistake: Sendable {
+    public struct Mistake: Sendable, Encodable {
         public let path: String
         /// Model class names (as in `classNames`).
         public let truth: String
         public let predicted: String
         /// Softmax probability of the predicted class.
         public let confidence: Double
+
+        private enum CodingKeys: String, CodingKey { case path, truth = "true", predicted, confidence }
     }
 
     /// The model's class names (or "class i"): the confusion matrix's rows and columns.
@@ -37,7 +48,6 @@ public struct EvaluationReport: Sendable, Encodable {
 
     private enum Keys: String, CodingKey {
         case accuracy, images, correct, classes, perClass = "per_class", confusion, skipped, misclassified
-        case `class`, path, `true`, predicted, confidence
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -46,24 +56,10 @@ public struct EvaluationReport: Sendable, Encodable {
         try root.encode(images, forKey: .images)
         try root.encode(correct, forKey: .correct)
         try root.encode(classNames, forKey: .classes)
-        var classes = root.nestedUnkeyedContainer(forKey: .perClass)
-        for c in perClass {
-            var row = classes.nestedContainer(keyedBy: Keys.self)
-            try row.encode(c.name, forKey: .class)
-            try row.encode(c.images, forKey: .images)
-            try row.encode(c.correct, forKey: .correct)
-            try row.encode(c.accuracy, forKey: .accuracy)
-        }
+        try root.encode(perClass, forKey: .perClass)
         try root.encode(confusion, forKey: .confusion)
         try root.encode(skipped, forKey: .skipped)
-        var mistakes = root.nestedUnkeyedContainer(forKey: .misclassified)
-        for m in misclassified {
-            var row = mistakes.nestedContainer(keyedBy: Keys.self)
-            try row.encode(m.path, forKey: .path)
-            try row.encode(m.truth, forKey: .true)
-            try row.encode(m.predicted, forKey: .predicted)
-            try row.encode(m.confidence, forKey: .confidence)
-        }
+        try root.encode(misclassified, forKey: .misclassified)
     }
 
     public var text: String {

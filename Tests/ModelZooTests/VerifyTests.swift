@@ -105,6 +105,24 @@ final class VerifyTests: XCTestCase {
         XCTAssertEqual(WeightsPreset.standard(for: try ArchitectureRegistry.find("resnet50")).preprocessing, .torchvision)
     }
 
+    /// A preset the caller names wins over the file's own, for its architecture only.
+    func testRequestedPresetIsUsedForItsArchitecture() throws {
+        let path = CLI.fixture("lenet/lenet5_digits.safetensors")
+        let bgr = WeightsPreset(id: "lenet5-bgr", architecture: "lenet5", source: "a test", preprocessing: .caffe,
+                                meanBGR: [1, 2, 3], classNames: (0..<10).map { "digit \($0)" })
+        let report = try Verifier.verify(try WeightFileOpener.open(path: path), preset: bgr).0
+        XCTAssertEqual(report.architecture, "lenet5")
+        XCTAssertEqual(report.preset, "lenet5-bgr")
+        let loaded = try ModelLoader.load(path: path, spec: nil, preset: bgr)
+        XCTAssertEqual(loaded.preset.preprocessing, .caffe)
+        XCTAssertEqual(loaded.preset.meanBGR, [1, 2, 3])
+        XCTAssertEqual(loaded.classNames?.last, "digit 9")
+        var other = bgr
+        other.architecture = "vgg16"
+        XCTAssertEqual(try ModelLoader.load(path: path, spec: nil, preset: other).preset.id, "lenet5",
+                       "a preset of another architecture does not apply")
+    }
+
     /// Class names come from the preset, not from the head's size: LeNet's digits preset
     /// names nothing, so a 10-class LeNet prints "class N"; a 1000-class LeNet head would
     /// still not be ImageNet.

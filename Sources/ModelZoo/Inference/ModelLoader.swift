@@ -47,7 +47,8 @@ public enum ModelLoader {
     public static func load(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
                             inputSize: Size2? = nil) throws -> LoadedModel {
         // Shapes first; values are checked once loaded, so the file is read only once.
-        var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
+        var (report, found) = try Verifier.verify(file, architecture: requested, preset: requestedPreset,
+                                                     checkValues: false)
         guard report.ok, let mapping = found, let archID = report.architecture else {
             throw VerificationFailed(report: report)
         }

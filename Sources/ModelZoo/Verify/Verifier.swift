@@ -48,8 +48,9 @@ public struct VerifyReport: Sendable {
 
 public enum Verifier {
     /// Verifies an opened file. With `architecture` nil, tries every spec and keeps the one
-    /// that fits best. `checkValues` loads every tensor to look for NaN and Inf.
-    public static func verify(_ file: WeightFile, architecture: Architecture? = nil,
+    /// that fits best. `checkValues` loads every tensor to look for NaN and Inf. `preset`
+    /// is the weights preset the caller names (else the file's own is worked out).
+    public static func verify(_ file: WeightFile, architecture: Architecture? = nil, preset: WeightsPreset? = nil,
                               checkValues: Bool = true) throws -> (VerifyReport, MappingResult?) {
         let source = try SourceModelBuilder.build(file)
         let candidates = architecture.map { [$0] } ?? ArchitectureRegistry.all
@@ -123,7 +124,7 @@ public enum Verifier {
                 && assumptions($0.mapping) == assumptions(best.mapping)
         }
         report.architecture = best.arch.id
-        report.preset = WeightsPreset.resolve(for: file, architecture: best.arch).id
+        report.preset = WeightsPreset.resolve(for: file, architecture: best.arch, requested: preset).id
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
         report.noTop = !best.arch.includeTop

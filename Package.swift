@@ -16,6 +16,9 @@ let package = Package(
         // (CRCs, sizes, names). The library reads zips itself: ZIPFoundation 0.9.20 keeps an
         // entry's data offset internal, and .pth tensors are read in place at that offset.
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        // Documentation only: `swift package generate-documentation --target ModelZoo` builds the
+        // DocC catalogue in Sources/ModelZoo/ModelZoo.docc. Nothing links against it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",

@@ -16,7 +16,7 @@ do {
     print("digit_3_0705.png: " + top.map { "\($0.label) \(String(format: "%.1f%%", $0.probability * 100))" }.joined(separator: ", "))
     let tuned = try model.finetuned(on: ImageFolderSource(fixtures + "/digits59"))
     try tuned.save(out)
-    print("new head for \(tuned.preset.classNames ?? []), saved to \(out)")
+    print("new head for \(tuned.classNames ?? []), saved to \(out)")
 } catch {
     FileHandle.standardError.write(Data("zoo-example: \(error)\n".utf8))
     exit(1)

@@ -19,17 +19,14 @@ public struct Model {
     /// Canonical (torchvision) names and layouts.
     public let weights: [String: Tensor]
     public let verification: VerifyReport
-    /// How images become this model's input and what its outputs mean.
-    public let preset: Preset
+    /// How images become this model's input, where the weights come from, and the names of
+    /// the outputs of the head they were trained with.
+    public let preset: WeightsPreset
+    /// The names of this model's outputs: stored with the weights (a fine-tuned head), or
+    /// the preset's when the head is the preset's own; nil when unknown.
+    public let classNames: [String]?
     /// The file it came from, its format and its producer.
     public let provenance: Provenance
-
-    public struct Preset: Sendable {
-        public var preprocessing: Architecture.Preprocessing
-        public var inputSize: Size2
-        /// Stored with the weights (`zoo finetune`), ImageNet's for 1000-class heads, or nil.
-        public var classNames: [String]?
-    }
 
     public struct Provenance: Sendable {
         public var path: String
@@ -54,9 +51,8 @@ public struct Model {
         network = loaded.network
         weights = loaded.weights
         verification = loaded.report
-        preset = Preset(preprocessing: loaded.architecture.preprocessing,
-                        inputSize: Size2(loaded.network.input.h, loaded.network.input.w),
-                        classNames: loaded.classNames)
+        preset = loaded.preset
+        classNames = loaded.classNames
         provenance = Provenance(path: loaded.file.path, format: loaded.file.format, producer: loaded.file.producer)
         self.loaded = loaded
     }
@@ -83,21 +79,29 @@ public struct Model {
 
     /// A new head for the class folders of `folder`, fitted on this model's frozen features
     /// the way `zoo finetune` does with its defaults; returns the tuned model, with its
-    /// class names. Nothing is written beside the model's file.
+    /// class names and this model's preset, verified as a loaded file is. The weights stay
+    /// in memory: nothing is written (an SGD run's checkpoints go to a scratch folder that is
+    /// removed afterwards); `save` writes the result.
     public func finetuned(on folder: ImageFolderSource, options: (inout FineTuner.Options) -> Void = { _ in },
                           progress: @escaping (String) -> Void = { _ in }) throws -> Model {
         let scratch = FileManager.default.temporaryDirectory
             .appendingPathComponent("zoo-finetune-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let out = scratch.appendingPathComponent("tuned.safetensors").path
         var settings = FineTuner.Options(weightsPath: provenance.path, architecture: architecture.id,
-                                         dataPath: folder.path, outputPath: out)
+                                         dataPath: folder.path, outputPath: scratch.appendingPathComponent("tuned").path)
         settings.cacheFeatures = false
         options(&settings)
-        settings.outputPath = out
-        _ = try FineTuner.run(settings, callbacks: .init(log: progress, warn: progress))
-        return try Model.load(out, architecture: architecture)
+        settings.outputPath = scratch.appendingPathComponent("tuned").path
+        let tuned = FineTuner.TunedWeights()
+        _ = try FineTuner.run(settings, model: loaded, destination: .memory(tuned), callbacks: .init(log: progress, warn: progress))
+        guard let network = tuned.network else {
+            throw ZooError.invalidParameter(name: "options", message: "the run stopped before the head was trained ({options} stopAfterEpochs)")
+        }
+        let file = try MemoryWeightFile(network, weights: tuned.weights, classNames: tuned.classNames, preset: preset,
+                                        path: provenance.path + " (fine-tuned on \(folder.path))", producer: "zoo finetune")
+        return try Model(ModelLoader.load(file: file, spec: architecture, preset: preset,
+                                          inputSize: Size2(network.input.h, network.input.w)))
     }
 
     /// Writes the model, with its class names, in the format `path`'s extension names
@@ -107,11 +111,9 @@ public struct Model {
         guard let format = ModelWriter.format(forPath: path) else {
             throw ZooError.invalidArgument("\(path): cannot tell the output format from the extension")
         }
-        if URL(fileURLWithPath: path).standardizedFileURL == URL(fileURLWithPath: provenance.path).standardizedFileURL {
-            throw ZooError.invalidArgument("\(path): saving would overwrite the file the model came from")
-        }
-        return try ModelWriter.write(network, weights: weights, classNames: preset.classNames, to: path, format: format,
-                                     producer: "modelzoo", source: provenance.path)
+        try OutputTarget.refuseOverwriting(input: provenance.path, output: path, parameter: "path")
+        return try ModelWriter.write(network, weights: weights, classNames: classNames, to: path, format: format,
+                                     producer: "modelzoo", source: provenance.path, preset: preset)
     }
 }
 

@@ -2,33 +2,13 @@ import ArgumentParser
 import Foundation
 import ModelZoo
 
-extension WeightFormat: ExpressibleByArgument {}
-
-/// The formats `convert` and `init` write, as `--to` spells them.
-private func writableFormat(_ format: WeightFormat?) throws -> WeightFormat? {
-    guard let format else { return nil }
-    switch format {
-    case .onnx, .kerasH5, .kerasWeightsH5, .keras, .safetensors, .pth: return format
-    case .hdf5, .npy, .caffemodel:
-        throw ZooError.invalidArgument("--to \(format.rawValue) is not a target: use onnx, keras, keras-h5, keras-weights-h5, safetensors or pth")
-    }
-}
 
 private func printSummary(_ summary: ModelWriter.Summary) {
     print("  wrote \(summary.path) (\(summary.format.rawValue)): \(summary.tensors) tensors, "
-        + "\(groupedNumber(summary.parameters)) parameters")
+        + "\(grouped(summary.parameters)) parameters")
     for transform in summary.transforms { print("  - \(transform)") }
 }
 
-private func groupedNumber(_ n: Int) -> String {
-    let digits = String(n)
-    var out = ""
-    for (i, ch) in digits.enumerated() {
-        if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
-        out.append(ch)
-    }
-    return out
-}
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,7 +28,7 @@ struct Convert: ParsableCommand {
     @Option(help: "Architecture id, when the input alone does not settle it.")
     var arch: String?
     @Option(help: "onnx, keras, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
-    var to: WeightFormat?
+    var to: TargetFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false
     @Flag(help: "Reload OUT and compare the engine's logits on both (fails over 1e-4 of the largest logit).")
@@ -58,7 +38,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let options = Converter.Options(architecture: arch, format: try writableFormat(to), force: force,
+            let options = Converter.Options(architecture: arch, format: to?.format, force: force,
                                             check: check, threads: threads)
             let report: Converter.Report
             do {
@@ -97,16 +77,16 @@ struct Init: ParsableCommand {
     @Option(help: "Size of the classifier head (default: the architecture's).")
     var classes: Int?
     @Option(name: .customLong("input-size"), help: "Input size N or HxW (default: the architecture's).")
-    var inputSize: String?
+    var inputSize: Size2?
     @Option(help: "onnx, keras, keras-h5, keras-weights-h5, safetensors or pth (default: from OUT's extension).")
-    var to: WeightFormat?
+    var to: TargetFormat?
     @Flag(help: "Replace OUT if it exists.")
     var force = false
 
     func run() throws {
         try reportingErrors {
-            let summary = try Converter.writeRandom(architecture: arch, to: output, format: try writableFormat(to), seed: seed,
-                                                    classes: classes, inputSize: try inputSize.map(parseSize), force: force)
+            let summary = try Converter.writeRandom(architecture: arch, to: output, format: to?.format, seed: seed,
+                                                    classes: classes, inputSize: inputSize, force: force)
             print("\(arch): random weights (seed \(seed))")
             printSummary(summary)
         }

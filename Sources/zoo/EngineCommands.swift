@@ -47,37 +47,82 @@ struct Predict: ParsableCommand {
     var images: [String]
     @Option(help: "How many classes to print per image.")
     var top: Int = 5
-    @Option(help: "torchvision, caffe or grayscale (default: the architecture's convention).")
-    var preprocess: String?
+    @Option(help: "torchvision, caffe or grayscale (default: the weights' preset).")
+    var preprocess: Architecture.Preprocessing?
     @Option(help: "text or json.")
     var format: OutputFormat = .text
+    @Option(help: "Images per forward pass.")
+    var batch: Int = 32
+
+    func validate() throws {
+        try validating {
+            guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+            guard !images.isEmpty else { throw ZooError.invalidArgument("no images given") }
+            guard top >= 1 else { throw ZooError.invalidArgument("--top must be at least 1") }
+        }
+    }
 
     func run() throws {
         try reportingErrors {
-            guard !images.isEmpty else { throw ZooError.invalidArgument("no images given") }
-            guard top >= 1 else { throw ZooError.invalidArgument("--top must be at least 1") }
-            let convention = try preprocess.map { name -> Architecture.Preprocessing in
-                guard let p = Architecture.Preprocessing(rawValue: name) else {
-                    throw ZooError.invalidArgument("unknown preprocessing '\(name)'; use torchvision, caffe or grayscale")
-                }
-                return p
-            }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
-            let predictor = try Predictor(model: model, preprocessing: convention, threads: source.threads,
+            let predictor = try Predictor(model: model, preprocessing: preprocess, threads: source.threads,
                                           precision: source.precision)
-            var results: [[String: Any]] = []
-            for path in images {
-                let ranked = try predictor.classify(path: path, top: top)
-                if format == .text {
-                    print(path)
-                    for p in ranked {
-                        print(String(format: "  %6.2f%%  %@", p.probability * 100, p.label))
+            var results: [PredictionsOfImage] = []
+            // Batch by batch, so a long list prints as it goes.
+            for start in stride(from: 0, to: images.count, by: batch) {
+                let paths = Array(images[start..<min(start + batch, images.count)])
+                for (path, ranked) in zip(paths, try predictor.classify(paths: paths, top: top)) {
+                    if format == .text {
+                        print(path)
+                        for p in ranked {
+                            print(String(format: "  %6.2f%%  %@", p.probability * 100, p.label))
+                        }
+                    } else {
+                        results.append(PredictionsOfImage(image: path, top: ranked))
                     }
-                } else {
-                    results.append(["image": path, "top": ranked.map { ["index": $0.index, "label": $0.label, "probability": $0.probability] as [String: Any] }])
                 }
             }
-            if format == .json { print(jsonString(results), terminator: "") }
+            if format == .json { print(encodeJSON(results), terminator: "") }
+        }
+    }
+}
+
+/// One image's line of `predict --format json`.
+struct PredictionsOfImage: Encodable {
+    let image: String
+    let top: [Predictor.Prediction]
+}
+
+/// `bench --format json`: the timing, and the bf16 comparison when there was one.
+struct BenchReport: Encodable {
+    let architecture: String?
+    let precision: Precision
+    let result: BenchmarkResult
+    let check: PrecisionCheck?
+
+    enum Keys: String, CodingKey {
+        case architecture, batch, threads, iterations, precision, msPerBatch = "ms_per_batch"
+        case medianMsPerBatch = "median_ms_per_batch", minMsPerBatch = "min_ms_per_batch"
+        case imagesPerSecond = "images_per_second", gflops, maxRelativeLogitError = "max_relative_logit_error"
+        case top1Agreement = "top1_agreement", comparedInputs = "compared_inputs"
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var root = encoder.container(keyedBy: Keys.self)
+        try root.encode(architecture, forKey: .architecture)
+        try root.encode(result.batch, forKey: .batch)
+        try root.encode(result.threads, forKey: .threads)
+        try root.encode(result.iterations, forKey: .iterations)
+        try root.encode(precision.rawValue, forKey: .precision)
+        try root.encode(result.msPerBatch, forKey: .msPerBatch)
+        try root.encode(result.medianMsPerBatch, forKey: .medianMsPerBatch)
+        try root.encode(result.minMsPerBatch, forKey: .minMsPerBatch)
+        try root.encode(result.imagesPerSecond, forKey: .imagesPerSecond)
+        try root.encode(result.gflops, forKey: .gflops)
+        if let check {
+            try root.encode(check.maxRelativeError, forKey: .maxRelativeLogitError)
+            try root.encode(check.top1Agreement, forKey: .top1Agreement)
+            try root.encode(check.inputs, forKey: .comparedInputs)
         }
     }
 }
@@ -96,13 +141,18 @@ struct Bench: ParsableCommand {
             help: "With --precision bf16: seeded random batches the outputs are compared with fp32 on.")
     var compareBatches: Int = 4
 
-    func run() throws {
-        try reportingErrors {
+    func validate() throws {
+        try validating {
             guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             guard iterations >= 1 else { throw ZooError.invalidArgument("--iterations must be at least 1") }
             guard compareBatches >= 1, compareBatches <= 1000 else {
                 throw ZooError.invalidArgument("--compare-batches must be between 1 and 1000")
             }
+        }
+    }
+
+    func run() throws {
+        try reportingErrors {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads,
                                       precision: source.precision)
@@ -115,18 +165,8 @@ struct Bench: ParsableCommand {
                                                    threads: source.threads)
             }
             if format == .json {
-                var root: [String: Any] = [
-                    "architecture": model.report.architecture ?? NSNull(), "batch": result.batch,
-                    "threads": result.threads, "iterations": result.iterations, "precision": source.precision.rawValue,
-                    "ms_per_batch": result.msPerBatch, "median_ms_per_batch": result.medianMsPerBatch,
-                    "min_ms_per_batch": result.minMsPerBatch, "images_per_second": result.imagesPerSecond,
-                    "gflops": result.gflops]
-                if let check {
-                    root["max_relative_logit_error"] = check.maxRelativeError
-                    root["top1_agreement"] = check.top1Agreement
-                    root["compared_inputs"] = check.inputs
-                }
-                print(jsonString(root), terminator: "")
+                print(encodeJSON(BenchReport(architecture: model.report.architecture, precision: source.precision,
+                                             result: result, check: check)), terminator: "")
             } else {
                 print("\(model.report.architecture ?? "?") [\(source.precision.rawValue)]: \(result)")
                 if let check { print(check) }

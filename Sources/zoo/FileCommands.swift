@@ -52,7 +52,8 @@ struct Verify: ParsableCommand {
             let requested = try arch.map { try ArchitectureRegistry.find($0) }
             let opened = try unreadableOnFailure { try WeightFileOpener.open(path: file) }
             let (report, _) = try unreadableOnFailure {
-                try Verifier.verify(opened, architecture: requested, checkValues: !shapesOnly)
+                try Verifier.verify(opened, architecture: requested, preset: arch.flatMap(WeightsPreset.find),
+                                    checkValues: !shapesOnly)
             }
             print(format == .json ? ReportRenderer.verifyJSON(report) : ReportRenderer.verifyText(report), terminator: "")
             if !report.ok { throw ExitCode(1) }

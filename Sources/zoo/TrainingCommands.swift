@@ -74,23 +74,31 @@ struct Finetune: ParsableCommand {
     @Option(name: .customLong("stop-after"), help: .hidden)
     var stopAfter: Int?
 
+    /// The SGD settings given on the command line.
+    private var sgdOptions: [String] {
+        [("--epochs", epochs != nil), ("--batch", batch != nil), ("--lr", lr != nil),
+         ("--weight-decay", weightDecay != nil)].filter(\.1).map(\.0)
+    }
+
+    func validate() throws {
+        try validating {
+            if optimizer == .lbfgs, !sgdOptions.isEmpty {
+                throw ZooError.invalidArgument("\(sgdOptions.joined(separator: ", ")) set SGD; --optimizer lbfgs has no "
+                                               + "learning rate or epochs (drop them, or use --optimizer sgd)")
+            }
+            if noFlip && augment == nil { throw ZooError.invalidArgument("--no-flip applies to --augment N") }
+        }
+    }
+
     func run() throws {
         try reportingErrors {
             var options = FineTuner.Options(weightsPath: source.weights, architecture: source.arch, dataPath: data, outputPath: out)
-            let sgdOptions = [("--epochs", epochs != nil), ("--batch", batch != nil), ("--lr", lr != nil),
-                              ("--weight-decay", weightDecay != nil)].filter(\.1).map(\.0)
             switch optimizer {
-            case .lbfgs?:
-                guard sgdOptions.isEmpty else {
-                    throw ZooError.invalidArgument("\(sgdOptions.joined(separator: ", ")) set SGD; --optimizer lbfgs has no "
-                                                   + "learning rate or epochs (drop them, or use --optimizer sgd)")
-                }
-                options.optimizer = .lbfgs
+            case .lbfgs?: options.optimizer = .lbfgs
             case .sgd?: options.optimizer = .sgd
             // Scripts that set a learning rate or epochs mean SGD: keep them working as they did.
             case nil: options.optimizer = sgdOptions.isEmpty && trainLast == 0 ? nil : .sgd
             }
-            if noFlip && augment == nil { throw ZooError.invalidArgument("--no-flip applies to --augment N") }
             if let augment { options.augmentation = Augmentation(views: augment, flip: !noFlip) }
             options.exportFeatures = exportFeatures
             options.hyper.epochs = epochs ?? options.hyper.epochs
@@ -138,9 +146,14 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Also write an HTML page to DIR/index.html: the confusion matrix as a heat map, per-class accuracy, and the misclassified images.")
     var report: String?
 
+    func validate() throws {
+        try validating {
+            guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
+        }
+    }
+
     func run() throws {
         try reportingErrors {
-            guard batch >= 1, batch <= 4096 else { throw ZooError.invalidArgument("--batch must be between 1 and 4096") }
             if let report { try EvaluationHTML.checkDestination(report) }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads,
@@ -148,7 +161,7 @@ struct Evaluate: ParsableCommand {
                                                 warn: printWarning, progress: extractionCounter())
             let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {
-                print(jsonString(result.json), terminator: "")
+                print(result.json, terminator: "")
                 // stdout stays pure JSON.
                 if let written { FileHandle.standardError.write(Data("wrote \(written)\n".utf8)) }
             } else {

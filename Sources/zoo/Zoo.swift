@@ -42,9 +42,18 @@ struct Zoo: ParsableCommand {
     }
 }
 
+/// The flag each library parameter is given by: the library names its own parameters in
+/// errors (`ZooError.invalidParameter`), and the command line shows them as users type them.
+let flagForParameter: [String: String] = [
+    "outputPath": "--out", "trainLast": "--train-last", "optimizer": "--optimizer", "augmentation": "--augment",
+    "validationFraction": "--val-split", "reportDirectory": "--report", "batch": "--batch", "format": "--to",
+    "force": "--force", "output": "output", "extractionBatch": "feature batch",
+]
+
 /// Prints a library error the way users read it and returns the exit code to throw.
 func fail(_ error: Error, code: Int32 = 1) -> ExitCode {
-    FileHandle.standardError.write(Data(("zoo: error: \(error)\n").utf8))
+    let text = (error as? ZooError)?.rendered { flagForParameter[$0] ?? $0 } ?? "\(error)"
+    FileHandle.standardError.write(Data(("zoo: error: \(text)\n").utf8))
     return ExitCode(code)
 }
 
@@ -76,16 +85,40 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 
 extension SummaryFormat: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
+extension Architecture.Preprocessing: ExpressibleByArgument {}
 
-/// "224" or "240x320" into a size; anything else is a usage error.
-func parseSize(_ text: String) throws -> Size2 {
-    let parts = text.lowercased().split(separator: "x").map { Int($0) }
-    switch parts.count {
-    case 1: if let n = parts[0] { return Size2(n) }
-    case 2: if let h = parts[0], let w = parts[1] { return Size2(h, w) }
-    default: break
+/// "224" or "240x320"; anything else is a usage error the parser reports.
+extension Size2: ExpressibleByArgument {
+    public init?(argument: String) {
+        let parts = argument.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        switch parts.count {
+        case 1: guard let n = parts[0] else { return nil }; self.init(n)
+        case 2: guard let h = parts[0], let w = parts[1] else { return nil }; self.init(h, w)
+        default: return nil
+        }
     }
-    throw ZooError.invalidArgument("input size '\(text)' is not N or HxW")
+}
+
+/// The formats `convert` and `init` write, as `--to` spells them.
+enum TargetFormat: String, ExpressibleByArgument, CaseIterable {
+    case onnx, keras, kerasH5 = "keras-h5", kerasWeightsH5 = "keras-weights-h5", safetensors, pth
+
+    var format: WeightFormat {
+        switch self {
+        case .onnx: return .onnx
+        case .keras: return .keras
+        case .kerasH5: return .kerasH5
+        case .kerasWeightsH5: return .kerasWeightsH5
+        case .safetensors: return .safetensors
+        case .pth: return .pth
+        }
+    }
+}
+
+/// Checks of option values in `validate()`, reported as every other error is (one line,
+/// exit status 1), before any file is opened.
+func validating(_ checks: () throws -> Void) throws {
+    try reportingErrors(checks)
 }
 
 extension String {

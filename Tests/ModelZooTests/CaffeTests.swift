@@ -95,8 +95,8 @@ final class CaffeTests: XCTestCase {
             XCTAssertEqual(model.network.input.h, c.size)
             // Caffe preprocessing whatever the spec's (VGG's is torchvision's), with the
             // file's mean values when its data layer has them.
-            XCTAssertEqual(model.architecture.preprocessing, .caffe, c.file)
-            XCTAssertEqual(model.architecture.meanBGR, c.file.hasPrefix("alexnet") || c.file.hasPrefix("googlenet") ? [104, 117, 123] : nil)
+            XCTAssertEqual(model.preset.preprocessing, .caffe, c.file)
+            XCTAssertEqual(model.preset.meanBGR, c.file.hasPrefix("alexnet") || c.file.hasPrefix("googlenet") ? [104, 117, 123] : nil)
             let network = try Network(model.network, weights: model.weights, batch: 2)
             let logits = try network.forward(Self.formulaInput(size: c.size))
             assertClose(logits, try NPY.read(path: CLI.fixture("caffe/\(c.file)_logits.npy")), c.file)

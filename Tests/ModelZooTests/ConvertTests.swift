@@ -168,7 +168,7 @@ final class ConvertTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), "keep me")
         let forced = try CLI.run(["convert", lenet("lenet5_digits.safetensors"), out, "--force"])
         XCTAssertEqual(forced.status, 0, forced.stderr)
-        XCTAssertEqual(try ONNXFile(path: out).graph.producerName, "modelzoo")
+        XCTAssertEqual(try ONNXFile(path: out).onnxGraph.producerName, "modelzoo")
         XCTAssertEqual(try directoryListing(), ["out.onnx"])
     }
 
@@ -254,8 +254,8 @@ final class ConvertTests: XCTestCase {
         let onnx = try ONNXFile(path: path("c.onnx"))
         XCTAssertEqual(onnx.metadata["zoo.architecture"], "lenet5")
         XCTAssertEqual(onnx.opsetVersion, 13)
-        XCTAssertEqual(onnx.graph.inputs.first?.name, "input")
-        XCTAssertEqual(onnx.graph.outputs.first?.name, "logits")
+        XCTAssertEqual(onnx.onnxGraph.inputs.first?.name, "input")
+        XCTAssertEqual(onnx.onnxGraph.outputs.first?.name, "logits")
     }
 
     func testLayoutKernelsRoundTrip() {

@@ -373,7 +373,11 @@ final class EngineTests: XCTestCase {
 
     // MARK: - Benchmark (ZOO_BENCH=1, release build recommended)
 
-    func testBenchmarkPrintsFigures() throws {
+    /// Prints the figures (a benchmark, not a timed test), and checks what the figures are
+    /// made of: the network timed computes the same logits as the Swift reference engine on
+    /// a seeded input, and the counts are the ones asked for (a benchmark of a wrong or
+    /// empty computation fails here).
+    func testBenchmarkFiguresAreOfTheRightComputation() throws {
         let environment = ProcessInfo.processInfo.environment
         try XCTSkipUnless(environment["ZOO_BENCH"] == "1", "set ZOO_BENCH=1")
         let ids = (environment["ZOO_BENCH_MODELS"] ?? "resnet18,vgg16,alexnet,googlenet,resnet50")
@@ -382,10 +386,22 @@ final class EngineTests: XCTestCase {
         for id in ids {
             let net = try ArchitectureRegistry.find(id).resolve()
             let weights = RandomWeights.make(net, seed: 3)
+            let probe = RandomWeights.input(net, batch: 1, seed: 11)
+            let reference = try ReferenceEngine.forward(net, weights: weights, input: probe)
             for batch in batches {
                 let network = try Network(net, weights: weights, batch: batch)
-                let result = try network.benchmark(iterations: batch == 1 ? 30 : 10, warmup: 3)
+                let iterations = batch == 1 ? 30 : 10
+                let result = try network.benchmark(iterations: iterations, warmup: 3)
                 print("BENCH \(id) \(result)")
+                XCTAssertEqual(result.batch, batch, id)
+                XCTAssertEqual(result.iterations, iterations, id)
+                XCTAssertEqual(result.macsPerImage, net.totalMACs, id)
+                XCTAssertTrue(result.minMsPerBatch > 0 && result.minMsPerBatch <= result.medianMsPerBatch, "\(id) \(result)")
+                let repeated = Tensor(shape: [batch] + Array(probe.shape.dropFirst()),
+                                      data: Array((0..<batch).map { _ in probe.data }.joined()))
+                let logits = try network.forward(repeated)
+                let first = Tensor(shape: [1] + Array(logits.shape.dropFirst()), data: Array(logits.data.prefix(reference.count)))
+                XCTAssertLessThanOrEqual(relativeError(first, reference), 1e-4, "\(id) batch \(batch)")
             }
         }
     }

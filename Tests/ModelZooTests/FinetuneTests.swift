@@ -281,7 +281,7 @@ final class FinetuneTests: XCTestCase {
         let before = try Data(contentsOf: URL(fileURLWithPath: copy))
         let same = try CLI.run(["finetune", "--weights", copy, "--data", digits, "--out", scratch.path + "/./input.onnx"])
         XCTAssertEqual(same.status, 1)
-        XCTAssertTrue(same.stderr.contains("would overwrite the input weights"), same.stderr)
+        XCTAssertTrue(same.stderr.contains("refusing to overwrite the input file"), same.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), before)
 
         let unknown = try CLI.run(["finetune", "--weights", pretrained, "--data", digits, "--out", path("x.bin")])

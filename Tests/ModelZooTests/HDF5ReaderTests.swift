@@ -93,7 +93,7 @@ final class HDF5ReaderTests: XCTestCase {
     func testKeras3AutoNamesSortByCreationOrder() throws {
         let file = try open("deep12.weights.h5")
         XCTAssertEqual(file.kerasLayerNames.prefix(4), ["conv2d", "conv2d_1", "conv2d_10", "conv2d_11"])
-        let created = file.kerasLayerNamesInCreationOrder
+        let created = KerasGrouping.sortedByCreationOrder(file.kerasLayerNames)
         XCTAssertEqual(created, ["conv2d"] + (1...11).map { "conv2d_\($0)" })
         // The script set conv2d_k's kernel to k + 1: creation order is what ties names to values.
         for (k, layer) in created.enumerated() {
@@ -103,8 +103,8 @@ final class HDF5ReaderTests: XCTestCase {
         try FormatFixtures.assertMatches(file, try FormatFixtures.expected("hdf5", "deep12.weights.h5"))
     }
 
-    func testCreationOrderSortKeepsOtherNamesAndBasesInPlace() {
-        XCTAssertEqual(HDF5File.sortedByKerasCreationOrder(
+    func testCreationOrderSortsNumberSuffixesAsNumbers() {
+        XCTAssertEqual(KerasGrouping.sortedByCreationOrder(
             ["batch_normalization", "batch_normalization_10", "batch_normalization_2", "block1_conv1", "dense_1", "dense"]),
             ["batch_normalization", "batch_normalization_2", "batch_normalization_10", "block1_conv1", "dense", "dense_1"])
     }

@@ -121,7 +121,10 @@ final class InferenceTests: XCTestCase {
         let vgg = try ArchitectureRegistry.find("vgg16").resolve()
         XCTAssertNoThrow(try Network.checkMemory(vgg, batch: 8, available: 24 << 30))
         XCTAssertThrowsError(try Network.checkMemory(vgg, batch: 4096, available: 24 << 30)) { error in
-            XCTAssertTrue("\(error)".contains("use a smaller --batch"), "\(error)")
+            // The library names its parameter; `zoo` shows it as --batch.
+            guard case ZooError.invalidParameter(let name, _)? = error as? ZooError else { return XCTFail("\(error)") }
+            XCTAssertEqual(name, "batch")
+            XCTAssertTrue("\(error)".contains("use a smaller batch"), "\(error)")
         }
     }
 

@@ -303,20 +303,22 @@ final class NamingTests: XCTestCase {
     /// in the safetensors file, although the vgg16 spec's default is torchvision's.
     func testPreprocessingTravelsWithTheWeights() throws {
         let loaded = try ModelLoader.load(path: CLI.fixture("lenet/lenet5_digits.safetensors"))
-        XCTAssertEqual(loaded.architecture.preprocessing, .grayscaleUnit)
-        var arch = loaded.architecture.overriding(preprocessing: .caffe)
-        arch.meanBGR = [1, 2, 3]
-        let net = try arch.resolve(classes: 10)
+        XCTAssertEqual(loaded.preset.preprocessing, .grayscaleUnit)
+        var preset = loaded.preset
+        preset.preprocessing = .caffe
+        preset.meanBGR = [1, 2, 3]
+        let net = try loaded.architecture.resolve(classes: 10)
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pre-\(getpid())")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
         for ext in ["safetensors", "onnx", "weights.h5"] {
             let path = scratch.appendingPathComponent("lenet.\(ext)").path
             let format = try XCTUnwrap(ModelWriter.format(forPath: path))
-            _ = try ModelWriter.write(net, weights: loaded.weights, classNames: nil, to: path, format: format, producer: "test")
+            _ = try ModelWriter.write(net, weights: loaded.weights, classNames: nil, to: path, format: format, producer: "test",
+                                   preset: preset)
             let back = try ModelLoader.load(path: path)
-            XCTAssertEqual(back.architecture.preprocessing, .caffe, ext)
-            XCTAssertEqual(back.architecture.meanBGR, [1, 2, 3], ext)
+            XCTAssertEqual(back.preset.preprocessing, .caffe, ext)
+            XCTAssertEqual(back.preset.meanBGR, [1, 2, 3], ext)
         }
     }
 }

@@ -8,7 +8,12 @@ final class SummaryCLITests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("138,357,544"))
         XCTAssertTrue(result.stdout.contains("1x32x32"))
         let json = try JSONSerialization.jsonObject(with: Data(try CLI.run(["list", "--format", "json"]).stdout.utf8))
-        XCTAssertEqual((json as? [[String: Any]])?.count, 26)
+        // 25 architectures; the Caffe2 ResNet50 is a preset of resnet50, listed under it.
+        let rows = try XCTUnwrap(json as? [[String: Any]])
+        XCTAssertEqual(rows.count, 25)
+        XCTAssertFalse(rows.contains { $0["id"] as? String == "resnet50-caffe2" })
+        XCTAssertEqual(rows.first { $0["id"] as? String == "resnet50" }?["presets"] as? [String], ["resnet50-caffe2"])
+        XCTAssertTrue(result.stdout.contains("resnet50-caffe2   = resnet50"), result.stdout)
     }
 
     func testSummaryJSONKeys() throws {

@@ -71,17 +71,67 @@ final class VerifyTests: XCTestCase {
 
     func testModelZooGraphs() throws {
         guard let light = ONNXLightModels.directory else { throw XCTSkip("python3 with onnx is not available") }
-        let expected = ["bvlc_alexnet": ("alexnet-caffe", 60_965_224), "zfnet512": ("zfnet512", 87_250_536),
-                        "inception_v1": ("googlenet-caffe", 6_998_552), "vgg19": ("vgg19", 143_667_240),
-                        "resnet50": ("resnet50-caffe2", 25_557_032)]
-        for (model, (arch, params)) in expected {
+        // The Caffe2 ResNet50 is torchvision's network trained with Caffe's preprocessing:
+        // architecture resnet50, preset resnet50-caffe2 (found from the producer).
+        let expected = ["bvlc_alexnet": ("alexnet-caffe", "alexnet-caffe", 60_965_224),
+                        "zfnet512": ("zfnet512", "zfnet512", 87_250_536),
+                        "inception_v1": ("googlenet-caffe", "googlenet-caffe", 6_998_552),
+                        "vgg19": ("vgg19", "vgg19", 143_667_240),
+                        "resnet50": ("resnet50", "resnet50-caffe2", 25_557_032)]
+        for (model, (arch, preset, params)) in expected {
             let file = try WeightFileOpener.open(path: light + "/light_\(model).onnx")
             let report = try Verifier.verify(file, checkValues: false).0
             XCTAssertTrue(report.ok, "\(model): \(report.problems.prefix(3))")
             XCTAssertEqual(report.architecture, arch, model)
+            XCTAssertEqual(report.preset, preset, model)
             XCTAssertEqual(report.expectedParameters, params, model)
             XCTAssertEqual(report.confidence, .high, model)
         }
+    }
+
+    /// The preset decides what a loaded model does with images and how it names its outputs:
+    /// the Caffe2 ResNet50 takes Caffe's BGR minus the means and names ImageNet's classes;
+    /// the same network from a torchvision export takes torchvision's preprocessing.
+    func testCaffe2ResNet50LoadsAsAPresetOfResNet50() throws {
+        guard let light = ONNXLightModels.directory else { throw XCTSkip("python3 with onnx is not available") }
+        let model = try Model.load(light + "/light_resnet50.onnx")
+        XCTAssertEqual(model.architecture.id, "resnet50")
+        XCTAssertEqual(model.preset.id, "resnet50-caffe2")
+        XCTAssertEqual(model.preset.preprocessing, .caffe)
+        XCTAssertEqual(model.classNames?.count, 1000)
+        XCTAssertEqual(model.classNames?.first, ImageNetClasses.names.first)
+        XCTAssertEqual(try ArchitectureRegistry.find("resnet50-caffe2").id, "resnet50")
+        XCTAssertEqual(WeightsPreset.find("resnet50-onnxzoo")?.id, "resnet50-caffe2")
+        XCTAssertEqual(WeightsPreset.standard(for: try ArchitectureRegistry.find("resnet50")).preprocessing, .torchvision)
+    }
+
+    /// A preset the caller names wins over the file's own, for its architecture only.
+    func testRequestedPresetIsUsedForItsArchitecture() throws {
+        let path = CLI.fixture("lenet/lenet5_digits.safetensors")
+        let bgr = WeightsPreset(id: "lenet5-bgr", architecture: "lenet5", source: "a test", preprocessing: .caffe,
+                                meanBGR: [1, 2, 3], classNames: (0..<10).map { "digit \($0)" })
+        let report = try Verifier.verify(try WeightFileOpener.open(path: path), preset: bgr).0
+        XCTAssertEqual(report.architecture, "lenet5")
+        XCTAssertEqual(report.preset, "lenet5-bgr")
+        let loaded = try ModelLoader.load(path: path, spec: nil, preset: bgr)
+        XCTAssertEqual(loaded.preset.preprocessing, .caffe)
+        XCTAssertEqual(loaded.preset.meanBGR, [1, 2, 3])
+        XCTAssertEqual(loaded.classNames?.last, "digit 9")
+        var other = bgr
+        other.architecture = "vgg16"
+        XCTAssertEqual(try ModelLoader.load(path: path, spec: nil, preset: other).preset.id, "lenet5",
+                       "a preset of another architecture does not apply")
+    }
+
+    /// Class names come from the preset, not from the head's size: LeNet's digits preset
+    /// names nothing, so a 10-class LeNet prints "class N"; a 1000-class LeNet head would
+    /// still not be ImageNet.
+    func testClassNamesComeFromThePresetNotTheHeadSize() throws {
+        let lenet = try ArchitectureRegistry.find("lenet5")
+        XCTAssertNil(WeightsPreset.standard(for: lenet).classNames(forHead: 1000))
+        let vgg = WeightsPreset.standard(for: try ArchitectureRegistry.find("vgg16"))
+        XCTAssertEqual(vgg.classNames(forHead: 1000)?.count, 1000)
+        XCTAssertNil(vgg.classNames(forHead: 10), "a new head's names are not ImageNet's")
     }
 
     func testNonFiniteValuesAreProblems() throws {

@@ -7,7 +7,7 @@ extension Architecture {
         namingSource: "torchvision state_dict",
         defaultInputSize: Size2(224), acceptsOtherInputSizes: true,
         headLayer: "classifier.6", publishedParameters: 61_100_840,
-        preprocessing: .torchvision, aliases: ["alexnet-torchvision"]
+        preprocessing: .torchvision, dataset: .imagenet1k, aliases: ["alexnet-torchvision"]
     ) { classes in
         let b = NetworkBuilder()
         b.conv("features.0", 64, kernel: 11, stride: 4, pad: 2, act: .relu)
@@ -44,7 +44,7 @@ extension Architecture {
             namingSource: "Caffe bvlc_alexnet layer names",
             defaultInputSize: Size2(227), acceptsOtherInputSizes: false,
             headLayer: "fc8", publishedParameters: grouped ? 60_965_224 : 62_378_344,
-            preprocessing: .caffe,
+            preprocessing: .caffe, dataset: .imagenet1k,
             aliases: grouped ? ["bvlc_alexnet", "alexnet-bvlc"] : ["alexnet-seed"]
         ) { classes in
             let g = grouped ? 2 : 1
@@ -88,7 +88,7 @@ extension Architecture {
         namingSource: "ONNX zoo zfnet512 blob names without gpu_0/ and _w_0",
         defaultInputSize: Size2(224), acceptsOtherInputSizes: false,
         headLayer: "fc8", publishedParameters: nil,
-        preprocessing: .caffe, aliases: ["zfnet"]
+        preprocessing: .caffe, dataset: .imagenet1k, aliases: ["zfnet"]
     ) { classes in
         let b = NetworkBuilder()
         b.conv("conv1", 96, kernel: 7, stride: 2, act: .relu)

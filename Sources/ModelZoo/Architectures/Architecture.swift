@@ -35,7 +35,12 @@ public struct Architecture: Sendable {
     /// Learnable parameters at the default class count, as published; nil where the only
     /// source is a graph file (tests compare against that file).
     public let publishedParameters: Int?
+    /// The preprocessing of the weights the spec was written for: its standard preset's
+    /// (`WeightsPreset.standard(for:)`). A loaded model's own is `LoadedModel.preset`.
     public let preprocessing: Preprocessing
+    /// The data the spec's published weights were trained on, which names the standard
+    /// preset's outputs.
+    public let dataset: Dataset
     /// Other ids users might type for this spec.
     public let aliases: [String]
     /// Producers whose files this spec is the variant of (matched inside the file's
@@ -48,21 +53,19 @@ public struct Architecture: Sendable {
     /// pooling, then one dense layer named `head`), not the spec's own classifier.
     public let pooledHead: Bool
     private let makeLayers: @Sendable (_ classes: Int) -> [Layer]
-    /// Per-channel means (B, G, R, or one for all) the caffe preprocessing subtracts in
-    /// place of ImageNet's: set from a caffemodel's transform_param when it has one.
-    public var meanBGR: [Float]? = nil
 
     public init(id: String, title: String, family: Family, variant: String, namingSource: String,
                 inputChannels: Int = 3, defaultInputSize: Size2, acceptsOtherInputSizes: Bool,
                 defaultClasses: Int = 1000, headLayer: String, publishedParameters: Int?,
-                preprocessing: Preprocessing, aliases: [String] = [], producers: [String] = [],
-                includeTop: Bool = true, pooledHead: Bool = false,
+                preprocessing: Preprocessing, dataset: Dataset = .unspecified, aliases: [String] = [],
+                producers: [String] = [], includeTop: Bool = true, pooledHead: Bool = false,
                 layers: @escaping @Sendable (_ classes: Int) -> [Layer]) {
         self.id = id; self.title = title; self.family = family; self.variant = variant
         self.namingSource = namingSource; self.inputChannels = inputChannels
         self.defaultInputSize = defaultInputSize; self.acceptsOtherInputSizes = acceptsOtherInputSizes
         self.defaultClasses = defaultClasses; self.headLayer = headLayer
         self.publishedParameters = publishedParameters; self.preprocessing = preprocessing
+        self.dataset = dataset
         self.aliases = aliases; self.producers = producers; self.includeTop = includeTop; self.pooledHead = pooledHead; self.makeLayers = layers
     }
 
@@ -112,24 +115,22 @@ public struct Architecture: Sendable {
     }
 
     /// This architecture with some properties changed and its layer list passed through
-    /// `transform`; everything else (includeTop, meanBGR, aliases...) is kept. The one way
+    /// `transform`; everything else (includeTop, dataset, aliases...) is kept. The one way
     /// variants of a spec are made, so none of them forgets a property.
     func rebuilt(variant: String? = nil, acceptsOtherInputSizes: Bool? = nil, publishedParameters: Int?? = nil,
-                 preprocessing: Preprocessing? = nil, includeTop: Bool? = nil, pooledHead: Bool? = nil,
+                 includeTop: Bool? = nil, pooledHead: Bool? = nil,
                  headLayer: String? = nil,
                  layers transform: @escaping @Sendable (_ classes: Int, [Layer]) -> [Layer] = { $1 }) -> Architecture {
         let make = makeLayers
-        var copy = Architecture(
+        return Architecture(
             id: id, title: title, family: family, variant: variant ?? self.variant, namingSource: namingSource,
             inputChannels: inputChannels, defaultInputSize: defaultInputSize,
             acceptsOtherInputSizes: acceptsOtherInputSizes ?? self.acceptsOtherInputSizes,
             defaultClasses: defaultClasses, headLayer: headLayer ?? self.headLayer,
             publishedParameters: publishedParameters ?? self.publishedParameters,
-            preprocessing: preprocessing ?? self.preprocessing, aliases: aliases, producers: producers,
+            preprocessing: preprocessing, dataset: dataset, aliases: aliases, producers: producers,
             includeTop: includeTop ?? self.includeTop, pooledHead: pooledHead ?? self.pooledHead
         ) { classes in transform(classes, make(classes)) }
-        copy.meanBGR = meanBGR
-        return copy
     }
 
     /// The layer list for a given head size.

@@ -26,7 +26,7 @@ extension Architecture {
         namingSource: "torchvision state_dict",
         defaultInputSize: Size2(224), acceptsOtherInputSizes: true,
         headLayer: "fc", publishedParameters: 6_624_904,
-        preprocessing: .torchvision, aliases: ["inception_v1-torchvision", "googlenet-torchvision"]
+        preprocessing: .torchvision, dataset: .imagenet1k, aliases: ["inception_v1-torchvision", "googlenet-torchvision"]
     ) { classes in
         let b = NetworkBuilder()
         func basic(_ name: String, _ out: Int, kernel: Int, stride: Int = 1, pad: Int = 0, from: String? = nil) -> String {
@@ -71,7 +71,7 @@ extension Architecture {
         namingSource: "Caffe bvlc_googlenet layer names",
         defaultInputSize: Size2(224), acceptsOtherInputSizes: false,
         headLayer: "loss3/classifier", publishedParameters: nil,
-        preprocessing: .caffe, aliases: ["inception_v1", "bvlc_googlenet"]
+        preprocessing: .caffe, dataset: .imagenet1k, aliases: ["inception_v1", "bvlc_googlenet"]
     ) { classes in
         let b = NetworkBuilder()
         b.conv("conv1/7x7_s2", 64 / d, kernel: 7, stride: 2, pad: 3, act: .relu)

@@ -13,7 +13,7 @@ extension Architecture {
             namingSource: "PyTorch tutorial module (conv1, conv2, fc1, fc2, fc3)",
             inputChannels: 1, defaultInputSize: Size2(32), acceptsOtherInputSizes: false,
             defaultClasses: 10, headLayer: "fc3", publishedParameters: 61_706,
-            preprocessing: .grayscaleUnit, aliases: classic ? ["lenet-classic"] : ["lenet", "lenet-5"]
+            preprocessing: .grayscaleUnit, dataset: .digits, aliases: classic ? ["lenet-classic"] : ["lenet", "lenet-5"]
         ) { classes in
             let b = NetworkBuilder()
             b.conv("conv1", 6, kernel: 5, act: act)

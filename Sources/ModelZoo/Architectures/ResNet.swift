@@ -21,14 +21,14 @@ extension Architecture {
     /// exporters can write small.
     static func resnet(depth: Int, id: String, variant: String, stride: ResNetStride,
                        convBias: Bool, epsilon: Double, published: Int?, aliases: [String],
-                       preprocessing: Preprocessing, producers: [String] = [], width: Int = 64,
+                       preprocessing: Preprocessing, dataset: Dataset = .imagenet1k, producers: [String] = [], width: Int = 64,
                        blocks: [Int]? = nil, caffeStem: Bool = false) -> Architecture {
         Architecture(
             id: id, title: "ResNet\(depth)", family: .resnet, variant: variant,
             namingSource: "torchvision state_dict",
             defaultInputSize: Size2(224), acceptsOtherInputSizes: !caffeStem,
             headLayer: "fc", publishedParameters: published,
-            preprocessing: preprocessing, aliases: aliases, producers: producers
+            preprocessing: preprocessing, dataset: dataset, aliases: aliases, producers: producers
         ) { classes in
             let (kind, standardCounts) = resnetDepths[depth]!
             let counts = blocks ?? standardCounts
@@ -99,15 +99,6 @@ extension Architecture {
         depth: 50, id: "resnet50-keras", variant: "v1 as Keras builds it (conv biases, stride on the 1x1)",
         stride: .onFirst1x1, convBias: true, epsilon: 1.001e-5, published: 25_583_592,
         aliases: ["resnet50-v1-keras", "resnet50-v1"], preprocessing: .caffe, producers: ["keras"])
-
-    /// The ONNX model zoo's ResNet50 (a Caffe2 export): no conv biases, BN epsilon 1e-5.
-    /// Its graph (the onnx wheel's light_resnet50) puts the downsampling stride on the 3x3
-    /// (`res3_0_branch2b` has stride 2, `branch2a` stride 1): the same geometry as
-    /// torchvision's v1.5, whatever its name says. The spec follows the graph.
-    static let resnet50Caffe2 = resnet(
-        depth: 50, id: "resnet50-caffe2", variant: "the ONNX zoo's Caffe2 export (no conv biases, stride on the 3x3 as its graph has it)",
-        stride: .on3x3, convBias: false, epsilon: 1e-5, published: 25_557_032,
-        aliases: ["resnet50-onnxzoo"], preprocessing: .caffe, producers: ["caffe2"])
 
     /// The original ResNet of He et al. as released for Caffe (KaimingHe/deep-residual-networks):
     /// v1 (stride on the first 1x1 and on the shortcut), a bias on conv1 only, BatchNorm +

@@ -24,7 +24,7 @@ extension Architecture {
             namingSource: "torchvision state_dict",
             defaultInputSize: Size2(224), acceptsOtherInputSizes: true,
             headLayer: "classifier.6", publishedParameters: vggPublished[id],
-            preprocessing: .torchvision,
+            preprocessing: .torchvision, dataset: .imagenet1k,
             aliases: batchNorm ? ["vgg\(depth)-bn"] : ["vgg-\(depth)"]
         ) { classes in
             let b = NetworkBuilder()

@@ -7,8 +7,13 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
     case unknownArchitecture(String, known: [String])
     /// An input size the network cannot take; `layer` is where the volume breaks.
     case invalidInputSize(architecture: String, layer: String, detail: String)
-    /// A command-line value that makes no sense (negative class count and the like).
+    /// A value that makes no sense (negative class count and the like).
     case invalidArgument(String)
+    /// A value given to a library parameter that it cannot use. `message` names parameters
+    /// as `{name}` (the library's own names: `trainLast`, `outputPath`); `description`
+    /// shows them as they are, and the command line shows each as its flag
+    /// (`rendered(naming:)`), so the library never speaks in flags.
+    case invalidParameter(name: String, message: String)
     /// The file cannot be read at all: missing, truncated, not the format it claims.
     case unreadableFile(path: String, reason: String)
     /// One tensor in a readable file is unusable (bad shape, dtype, missing data).
@@ -30,6 +35,8 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
             return "\(arch): input size does not fit at layer '\(layer)': \(line(detail, 400))"
         case let .invalidArgument(message):
             return line(message, 1000)
+        case .invalidParameter:
+            return rendered { $0 }
         case let .unreadableFile(path, reason):
             return "\(line(path, 300)): \(line(reason, 600))"
         case let .badTensor(path, tensor, reason):
@@ -39,6 +46,20 @@ public enum ZooError: Error, CustomStringConvertible, Equatable {
         case let .engineFailure(layer, reason):
             return "engine: layer '\(line(layer, 200))': \(line(reason, 600))"
         }
+    }
+
+    /// The description with each `{parameter}` of an `invalidParameter` message written as
+    /// `naming` names it (the command line passes its flags).
+    public func rendered(naming: (String) -> String) -> String {
+        guard case let .invalidParameter(_, message) = self else { return description }
+        var out = ""
+        var rest = Substring(message)
+        while let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+            out += rest[..<open]
+            out += naming(String(rest[rest.index(after: open)..<close]))
+            rest = rest[rest.index(after: close)...]
+        }
+        return ZooError.oneLine(out + rest, 1000)
     }
 
     /// `text` with control characters escaped, cut to `limit` characters.

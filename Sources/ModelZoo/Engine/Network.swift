@@ -69,8 +69,8 @@ public final class Network {
         let needed = overflow ? UInt64.max : UInt64(values) * 4
         guard needed <= available / 2 else {
             let gib = { (bytes: UInt64) in String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
-            throw ZooError.invalidArgument("batch \(batch) of \(net.architecture.id) needs at least \(gib(needed)) "
-                + "for activations; this machine has \(gib(available)): use a smaller --batch")
+            throw ZooError.invalidParameter(name: "batch", message: "batch \(batch) of \(net.architecture.id) needs at least \(gib(needed)) "
+                + "for activations; this machine has \(gib(available)): use a smaller {batch}")
         }
     }
 

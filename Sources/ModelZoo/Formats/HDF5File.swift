@@ -54,11 +54,13 @@ public final class HDF5File: WeightFile, DescribesContents {
     public let kerasDeclaredLayerNames: [String: String]
     /// Weights a layer's `weight_names` lists whose datasets are not in the file.
     public let absentTensors: [String]
-
-    /// `kerasLayerNames` with Keras auto-names put back in creation order; see
-    /// `HDF5File.sortedByKerasCreationOrder`.
-    public var kerasLayerNamesInCreationOrder: [String] {
-        HDF5File.sortedByKerasCreationOrder(kerasLayerNames)
+    public var metadata: [String: String] { rootStringAttributes }
+    public var graph: FileGraph? {
+        switch format {
+        case .kerasH5, .kerasWeightsH5, .keras:
+            return .keras(KerasGraph(modelConfigJSON: modelConfigJSON, declaredLayerNames: kerasDeclaredLayerNames))
+        default: return nil
+        }
     }
 
     /// The layer's weight names as the file lists them: the `weight_names` attribute of a
@@ -310,35 +312,6 @@ public final class HDF5File: WeightFile, DescribesContents {
         }
     }
 
-    /// Orders Keras auto-generated layer names by creation: names that differ only in a
-    /// `_<n>` suffix (`conv2d`, `conv2d_1`, ..., `conv2d_10`) are sorted by `n`, with the bare
-    /// name first. Different bases keep the order in which they first appear (a file holds
-    /// no record of how `conv2d` and `dense` layers interleaved; the architecture does).
-    public static func sortedByKerasCreationOrder(_ names: [String]) -> [String] {
-        var baseRank: [String: Int] = [:]
-        let keyed = names.enumerated().map { position, name -> (base: String, index: Int, position: Int, name: String) in
-            let (base, index) = splitKerasAutoName(name)
-            if baseRank[base] == nil { baseRank[base] = baseRank.count }
-            return (base, index, position, name)
-        }
-        return keyed.sorted { lhs, rhs in
-            let lhsRank = baseRank[lhs.base] ?? 0, rhsRank = baseRank[rhs.base] ?? 0
-            if lhsRank != rhsRank { return lhsRank < rhsRank }
-            if lhs.index != rhs.index { return lhs.index < rhs.index }
-            return lhs.position < rhs.position
-        }.map(\.name)
-    }
-
-    /// `conv2d_10` -> (`conv2d`, 10); `conv2d` -> (`conv2d`, 0); `block1_conv1` stays whole.
-    static func splitKerasAutoName(_ name: String) -> (base: String, index: Int) {
-        guard let underscore = name.lastIndex(of: "_") else { return (name, 0) }
-        let digits = name[name.index(after: underscore)...]
-        guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
-              let index = Int(digits), underscore > name.startIndex
-        else { return (name, 0) }
-        return (String(name[..<underscore]), index)
-    }
-
     static func explainOpenFailure(_ message: String) -> String {
         if message.contains("signature") {
             return "not an HDF5 file (no HDF5 signature found)"
@@ -458,7 +431,7 @@ struct Scanner {
         let rootLinks = Set(try linkNames(ofGroup: "/"))
         let modelConfig = try stringAttribute(root, "model_config", owner: "/")
         let rootLayerNames = try stringAttribute(root, "layer_names", owner: "/")
-        for key in ["zoo.class_names", "zoo.architecture", "zoo.source", "zoo.preprocessing", "zoo.mean_bgr"] {
+        for key in ZooMetadata.allKeys {
             if let value = try stringAttribute(root, key, owner: "/")?.first { contents.rootStringAttributes[key] = value }
         }
 

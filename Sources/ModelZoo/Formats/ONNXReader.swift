@@ -31,8 +31,9 @@ public final class ONNXFile: WeightFile {
     /// "producer_name producer_version", or nil when the file names no producer.
     public let producer: String?
     public let tensors: [TensorRecord]
-    public let graph: ONNXGraph
-    public var opsetVersion: Int { graph.opsetVersion }
+    public let onnxGraph: ONNXGraph
+    public var graph: FileGraph? { .onnx(onnxGraph) }
+    public var opsetVersion: Int { onnxGraph.opsetVersion }
     /// The model's `metadata_props` (key to value; a repeated key keeps its last value).
     public let metadata: [String: String]
 
@@ -98,7 +99,7 @@ public final class ONNXFile: WeightFile {
         self.metadata = model.metadata
         self.headers = headers
         self.tensors = records
-        self.graph = ONNXGraph(
+        self.onnxGraph = ONNXGraph(
             name: layout.name,
             nodes: nodes,
             inputs: try layout.inputRanges.map { try unpackValueInfo(bytes, range: $0, path: path) },

@@ -8,9 +8,14 @@ public struct LoadedModel {
     /// the file has one), at the file's class count.
     public let network: ResolvedNetwork
     public let weights: [String: Tensor]
-    /// Class names stored with the weights (by `zoo finetune`), or ImageNet's for
-    /// 1000-class heads, or nil.
+    /// Preprocessing, means, class names and source of these weights (`WeightsPreset.resolve`).
+    public let preset: WeightsPreset
+    /// The names of the outputs: stored with the weights (by `zoo finetune`), else the
+    /// preset's when the head is the one it was trained with, else nil.
     public let classNames: [String]?
+
+    /// Class names the file itself stores (zoo's writers), nil when it stores none.
+    public var storedClassNames: [String]? { file.metadata[ZooMetadata.classNames].map { ZooMetadata.decode(classNames: $0) } }
 }
 
 public enum ModelLoader {
@@ -24,16 +29,26 @@ public enum ModelLoader {
         }
     }
 
+    /// `id` names an architecture or a weights preset (`resnet50-caffe2`: the architecture
+    /// `resnet50` with that preset).
     public static func load(path: String, architecture id: String? = nil, inputSize: Size2? = nil) throws -> LoadedModel {
-        try load(path: path, spec: try id.map { try ArchitectureRegistry.find($0) }, inputSize: inputSize)
+        try load(path: path, spec: try id.map { try ArchitectureRegistry.find($0) }, preset: id.flatMap(WeightsPreset.find),
+                 inputSize: inputSize)
     }
 
     /// The same with an architecture given as a spec rather than an id (narrow test nets
-    /// that are not in the registry).
-    public static func load(path: String, spec requested: Architecture?, inputSize: Size2? = nil) throws -> LoadedModel {
-        let file = try WeightFileOpener.open(path: path)
+    /// that are not in the registry), and optionally the preset to load it with.
+    public static func load(path: String, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
+                            inputSize: Size2? = nil) throws -> LoadedModel {
+        try load(file: try WeightFileOpener.open(path: path), spec: requested, preset: requestedPreset, inputSize: inputSize)
+    }
+
+    /// Verifies and loads a file already opened (or weights in memory: `MemoryWeightFile`).
+    public static func load(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
+                            inputSize: Size2? = nil) throws -> LoadedModel {
         // Shapes first; values are checked once loaded, so the file is read only once.
-        var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
+        var (report, found) = try Verifier.verify(file, architecture: requested, preset: requestedPreset,
+                                                     checkValues: false)
         guard report.ok, let mapping = found, let archID = report.architecture else {
             throw VerificationFailed(report: report)
         }
@@ -48,45 +63,34 @@ public enum ModelLoader {
         let base = report.noTop ? registered.withoutTop() : report.pooledHead ? registered.withPooledHead() : registered
         var arch = base
         var size = inputSize
-        if let onnx = file as? ONNXFile {
-            let graph = ONNXGrouping.graphGeometry(onnx)
-            if let pools = graph.pools, pools.count == base.poolCount {
+        switch file.graph {
+        case .onnx(let graph)?:
+            let geometry = ONNXGrouping.graphGeometry(graph)
+            if let pools = geometry.pools, pools.count == base.poolCount {
                 arch = base.overriding(pools: pools)
             }
-            if size == nil { size = graph.inputSize }
-        }
+            if size == nil { size = geometry.inputSize }
         // A caffemodel carries its net: pooling (Caffe rounds up), LRN constants and the
         // input size come from the file.
-        if let caffe = file as? CaffeModelFile {
-            let graph = CaffeGrouping.geometry(caffe)
-            if let pools = graph.pools, pools.count == base.poolCount {
+        case .caffe(let net)?:
+            let geometry = CaffeGrouping.geometry(net)
+            if let pools = geometry.pools, pools.count == base.poolCount {
                 arch = arch.overriding(pools: pools)
             }
-            if let lrns = graph.lrns, lrns.count == base.lrnCount {
+            if let lrns = geometry.lrns, lrns.count == base.lrnCount {
                 arch = arch.overriding(lrns: lrns)
             }
-            if size == nil { size = graph.inputSize }
-            // Caffe weights take BGR in 0-255 minus the mean, whatever spec they map onto
-            // (VGG's is torchvision's): the file's mean values when it has them.
-            arch = arch.overriding(preprocessing: .caffe)
-            if let means = caffe.net.transform?.meanValues, means.count == 1 || means.count == 3 { arch.meanBGR = means }
-        }
-        // Files zoo wrote say which preprocessing their weights were trained with.
-        if let stored = FileMetadata.value(ModelWriter.preprocessingKey, in: file),
-           let preprocessing = Architecture.Preprocessing(rawValue: stored), preprocessing != arch.preprocessing {
-            arch = arch.overriding(preprocessing: preprocessing)
-        }
-        if let stored = FileMetadata.value(ModelWriter.meanKey, in: file) {
-            let means = stored.split(separator: ",").compactMap { Double($0) }
-            if means.count == 1 || means.count == 3, means.allSatisfy({ $0.isFinite && abs($0) < 1e6 }) {
-                arch.meanBGR = means.map { Float($0) }
-            }
+            if size == nil { size = geometry.inputSize }
+        case .keras?, nil:
+            break
         }
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
-        var names = ClassNames.stored(in: file)
-        if names == nil && base.includeTop && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
+        let preset = WeightsPreset.resolve(for: file, architecture: registered, requested: requestedPreset)
+        let stored = file.metadata[ZooMetadata.classNames].map { ZooMetadata.decode(classNames: $0) }
+        // A pooled head is always a new one: the preset's names are not its names.
+        let names = stored ?? (base.includeTop && !base.pooledHead ? preset.classNames(forHead: network.classes) : nil)
         return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,
-                           classNames: names)
+                           preset: preset, classNames: names)
     }
 }
 
@@ -97,11 +101,6 @@ extension Architecture {
 
     var lrnCount: Int {
         layers().filter { if case .lrn = $0.op { return true }; return false }.count
-    }
-
-    /// The same network trained with another preprocessing convention.
-    func overriding(preprocessing: Preprocessing) -> Architecture {
-        rebuilt(preprocessing: preprocessing)
     }
 
     /// The same network with its LRN layers replaced, in order, by `lrns` (a Caffe file's

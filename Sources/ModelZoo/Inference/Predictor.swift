@@ -1,9 +1,10 @@
 import Foundation
 
-/// Image classification with a loaded model: decode, preprocess by the weights' convention,
-/// forward, softmax, top classes.
+/// The one batched image classifier: decode, preprocess by the weights' preset, one oneDNN
+/// forward pass per batch, softmax, top classes. `zoo predict`, `zoo evaluate` and
+/// `Model.classify` all run images through it.
 public final class Predictor {
-    public struct Prediction: Sendable {
+    public struct Prediction: Sendable, Encodable {
         public let index: Int
         public let label: String
         public let probability: Double
@@ -11,36 +12,55 @@ public final class Predictor {
 
     public let model: LoadedModel
     public let preprocessing: Architecture.Preprocessing
-    private let network: Network
+    private let extractor: FeatureExtractor
 
+    /// `batch` images per forward pass; `strict` refuses an unreadable image instead of
+    /// skipping it (its row stays zeros and `logits` reports it).
     public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
-                precision: Precision = .fp32) throws {
+                precision: Precision = .fp32, batch: Int = 32, strict: Bool = true) throws {
+        guard batch >= 1, batch <= 4096 else {
+            throw ZooError.invalidParameter(name: "batch", message: "{batch} must be between 1 and 4096")
+        }
         self.model = model
-        self.preprocessing = preprocessing ?? model.architecture.preprocessing
-        network = try Network(model.network, weights: model.weights, batch: 1, threads: threads, precision: precision)
+        self.preprocessing = preprocessing ?? model.preset.preprocessing
+        var options = FeatureExtractor.Options()
+        options.batch = batch
+        options.threads = threads
+        options.precision = precision
+        options.strict = strict
+        options.preset = model.preset
+        options.preprocessing = preprocessing
+        extractor = FeatureExtractor(plan: TransferPlan(whole: model.network), weights: model.weights, options: options)
     }
 
-    /// The input tensor for one image file.
-    public func inputTensor(path: String) throws -> Tensor {
-        let image = try ImageDecoder.decode(path: path)
-        let net = model.network
-        let data = ImagePreprocessor.tensorData(image, for: preprocessing, size: Size2(net.input.h, net.input.w),
-                                                channels: net.input.c, meanBGR: model.architecture.meanBGR)
-        return Tensor(shape: [1, net.input.c, net.input.h, net.input.w], data: data)
+    /// The network's outputs for `paths`, one row each (`labels` ride along for callers
+    /// that score them). `warn` hears of each skipped image; `progress` gets (done, total).
+    public func logits(paths: [String], labels: [Int]? = nil, warn: (String) -> Void = { _ in },
+                       progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
+        try extractor.extract(paths: paths, labels: labels ?? [Int](repeating: 0, count: paths.count), weightsPath: "",
+                              cacheBase: nil, warn: warn, progress: progress).features
     }
 
-    public func probabilities(path: String) throws -> [Double] {
-        Self.softmax(try network.forward(try inputTensor(path: path)).data)
+    /// The `top` most probable classes of each image, in the order given.
+    public func classify(paths: [String], top: Int) throws -> [[Prediction]] {
+        guard top >= 1 else { throw ZooError.invalidParameter(name: "top", message: "{top} must be at least 1, got \(top)") }
+        let rows = try logits(paths: paths)
+        let classes = rows.dimension
+        return paths.indices.map { row in
+            let p = Self.softmax(Array(rows.values[(row * classes)..<((row + 1) * classes)]))
+            return p.indices.sorted { p[$0] > p[$1] }.prefix(top).map { i in
+                let label = model.classNames.flatMap { i < $0.count ? $0[i] : nil } ?? "class \(i)"
+                return Prediction(index: i, label: label, probability: p[i])
+            }
+        }
     }
 
     public func classify(path: String, top: Int) throws -> [Prediction] {
-        let p = try probabilities(path: path)
-        let order = p.indices.sorted { p[$0] > p[$1] }.prefix(top)
-        return order.map { i in
-            let names = model.classNames
-            let label = names.flatMap { i < $0.count ? $0[i] : nil } ?? "class \(i)"
-            return Prediction(index: i, label: label, probability: p[i])
-        }
+        try classify(paths: [path], top: top)[0]
+    }
+
+    public func probabilities(path: String) throws -> [Double] {
+        Self.softmax(try logits(paths: [path]).values)
     }
 
     public static func softmax(_ logits: [Float]) -> [Double] {
@@ -48,5 +68,17 @@ public final class Predictor {
         let e = logits.map { exp(Double($0 - maxLogit)) }
         let sum = e.reduce(0, +)
         return e.map { $0 / sum }
+    }
+}
+
+extension TransferPlan {
+    /// The whole network as the "backbone", nothing trained after it: what classifying
+    /// runs (features are then the network's outputs).
+    init(whole network: ResolvedNetwork) {
+        self.source = network
+        self.target = network
+        self.cutIndex = network.layers.count
+        self.backbone = network
+        self.featureShape = network.layers.last?.output ?? network.input
     }
 }

@@ -30,8 +30,7 @@ public enum CaffeGrouping {
         net.layers.filter { !trainingTypes.contains($0.type) && !isAuxiliary($0) && $0.phase != .test }
     }
 
-    public static func group(_ file: CaffeModelFile) -> SourceModel {
-        let net = file.net
+    public static func group(_ net: CaffeNet) -> SourceModel {
         let main = networkLayers(net)
         let names = canonicalNames(main)
         var layers: [SourceLayer] = []
@@ -116,15 +115,6 @@ public enum CaffeGrouping {
         items.count <= 6 ? items.joined(separator: ", ") : items.prefix(5).joined(separator: ", ") + ", ... (\(items.count) in all)"
     }
 
-    private static func grouped(_ n: Int) -> String {
-        let digits = String(n)
-        var out = ""
-        for (i, ch) in digits.enumerated() {
-            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
-            out.append(ch)
-        }
-        return out
-    }
 
     /// A legacy 4-D blob (`1x1x4096x9216` for an FC weight, `1x1x1x4096` for a bias) seen
     /// with its leading unit dimensions dropped, down to `rank`.
@@ -237,8 +227,8 @@ public enum CaffeGrouping {
         public var inputSize: Size2?
     }
 
-    public static func geometry(_ file: CaffeModelFile) -> Geometry {
-        let main = networkLayers(file.net)
+    public static func geometry(_ net: CaffeNet) -> Geometry {
+        let main = networkLayers(net)
         var pools: [LayerOp]? = []
         var lrns: [LayerOp]? = []
         for layer in main {
@@ -260,6 +250,6 @@ public enum CaffeGrouping {
                 if l.acrossChannels { lrns?.append(.lrn(LRNSpec(size: l.size, alpha: l.alpha, beta: l.beta, k: l.k))) } else { lrns = nil }
             }
         }
-        return Geometry(pools: pools, lrns: lrns, inputSize: file.net.inputSize?.size)
+        return Geometry(pools: pools, lrns: lrns, inputSize: net.inputSize?.size)
     }
 }

@@ -149,6 +149,12 @@ public enum KerasGrouping {
         return roles.isEmpty ? nil : roles
     }
 
+    /// Layer names in Keras creation order (`conv2d`, `conv2d_2`, `conv2d_10`), by the
+    /// sort key the grouping pairs layers with.
+    public static func sortedByCreationOrder(_ names: [String]) -> [String] {
+        names.sorted { creationOrderKey($0).lexicographicallyPrecedes(creationOrderKey($1)) }
+    }
+
     /// A sort key giving Keras creation order: numbers inside names compare as numbers
     /// (`conv2d_2` < `conv2d_10`), and keras.applications ResNet's shortcut `_0_conv`,
     /// created first, sorts after the block's main branch as in the canonical order.

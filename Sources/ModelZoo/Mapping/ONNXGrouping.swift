@@ -6,15 +6,15 @@
 /// since 2.9, training-mode exports, zoo's own writer), the layers are paired by that name;
 /// otherwise by the order the graph computes in.
 public enum ONNXGrouping {
-    public static func group(_ file: ONNXFile) -> SourceModel {
+    public static func group(_ tensors: [TensorRecord], graph: ONNXGraph) -> SourceModel {
         var records: [String: TensorRecord] = [:]
-        for r in file.tensors { records[r.name] = r }
+        for r in tensors { records[r.name] = r }
         // Identity and Reshape of a stored tensor stand for that tensor (torch's shared
         // weights; the Caffe2 zoo reshapes its FC weight before the Gemm).
         // Cast of a stored tensor is that tensor too: float16 conversions keep initializers in
         // float16 and cast them to float before the Conv or Gemm.
         var alias: [String: String] = [:]
-        for node in file.graph.nodes where node.isDefaultDomain {
+        for node in graph.nodes where node.isDefaultDomain {
             if ["Identity", "Reshape", "Cast"].contains(node.opType), let input = node.inputs.first,
                let output = node.outputs.first, records[input] != nil || alias[input] != nil {
                 alias[output] = alias[input] ?? input
@@ -29,7 +29,7 @@ public enum ONNXGrouping {
         var used = Set<String>()
         var evidence = GraphEvidence()
         evidence.hasGraph = true
-        let nodes = file.graph.nodes
+        let nodes = graph.nodes
         for (index, node) in nodes.enumerated() where node.isDefaultDomain {
             func input(_ i: Int) -> TensorRecord? { i < node.inputs.count ? tensor(node.inputs[i]) : nil }
             switch node.opType {
@@ -74,15 +74,15 @@ public enum ONNXGrouping {
             }
         }
         for layer in layers { for r in layer.tensors.values { used.insert(r.name) } }
-        let loose = file.tensors.filter { !used.contains($0.name) }
-        let producer = file.graph.producerName.lowercased()
+        let loose = tensors.filter { !used.contains($0.name) }
+        let producer = graph.producerName.lowercased()
         let convention: String
         if producer.contains("pytorch") {
             convention = "torch.onnx.export"
         } else if producer.contains("caffe2") {
             convention = "ONNX model zoo (Caffe2 export)"
         } else {
-            convention = file.graph.producerName.isEmpty ? "ONNX" : "ONNX from \(file.graph.producerName)"
+            convention = graph.producerName.isEmpty ? "ONNX" : "ONNX from \(graph.producerName)"
         }
         var prefix: String?
         var pairing = SourceModel.Pairing.byGraph
@@ -127,9 +127,9 @@ extension ONNXGrouping {
         public var inputSize: Size2?
     }
 
-    public static func graphGeometry(_ file: ONNXFile) -> GraphGeometry {
+    public static func graphGeometry(_ graph: ONNXGraph) -> GraphGeometry {
         var pools: [LayerOp] = []
-        for node in file.graph.nodes where node.isDefaultDomain {
+        for node in graph.nodes where node.isDefaultDomain {
             guard node.opType == "MaxPool" || node.opType == "AveragePool" else { continue }
             let k = node.attributes["kernel_shape"]?.intsValue ?? []
             guard k.count == 2 else { return GraphGeometry(pools: nil, inputSize: nil) }
@@ -146,7 +146,7 @@ extension ONNXGrouping {
             pools.append(node.opType == "MaxPool" ? .maxPool(spec) : .avgPool(spec))
         }
         var size: Size2?
-        if let input = file.graph.dataInputs.first, let dims = input.shape, dims.count == 4,
+        if let input = graph.dataInputs.first, let dims = input.shape, dims.count == 4,
            case .fixed(let h) = dims[2], case .fixed(let w) = dims[3], h > 0, w > 0 {
             size = Size2(h, w)
         }

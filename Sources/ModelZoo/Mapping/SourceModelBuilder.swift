@@ -2,14 +2,14 @@
 public enum SourceModelBuilder {
     public static func build(_ file: WeightFile) throws -> SourceModel {
         // For ONNX the graph, not the names, says which tensors form a layer.
-        if let onnx = file as? ONNXFile { return ONNXGrouping.group(onnx) }
+        if let graph = file.graph?.onnx { return ONNXGrouping.group(file.tensors, graph: graph) }
         // Caffe files carry their net: layer types and names say which blobs form a layer.
-        if let caffe = file as? CaffeModelFile { return CaffeGrouping.group(caffe) }
+        if let net = file.graph?.caffe { return CaffeGrouping.group(net) }
         switch file.format {
         case .kerasH5, .kerasWeightsH5, .keras:
-            let (layers, loose) = KerasGrouping.group(file.tensors,
-                                                      declaredNames: (file as? HDF5File)?.kerasDeclaredLayerNames ?? [:])
-            let config = (file as? HDF5File)?.modelConfigJSON
+            let keras = file.graph?.keras
+            let (layers, loose) = KerasGrouping.group(file.tensors, declaredNames: keras?.declaredLayerNames ?? [:])
+            let config = keras?.modelConfigJSON
             // keras.applications files name every layer: paired by those names through the
             // spec's Keras naming. Auto-named layers have only their creation order.
             let named = KerasGrouping.hasApplicationsNames(layers)

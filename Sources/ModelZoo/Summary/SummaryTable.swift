@@ -114,37 +114,60 @@ public enum SummaryRenderer {
         return out.joined(separator: "\n") + "\n"
     }
 
-    static func json(_ net: ResolvedNetwork) -> String {
-        let a = net.architecture
-        var layers: [[String: Any]] = []
-        for l in net.layers {
-            var entry: [String: Any] = [
-                "name": l.layer.name, "type": l.layer.op.typeName, "output": l.output.array,
-                "params": l.parameterCount, "weights": l.weightCount, "biases": l.biasCount,
-                "buffers": l.bufferCount, "activation_elements": l.activationElements, "macs": l.macs,
-                "inputs": l.layer.inputs,
-            ]
-            if let act = l.layer.activation { entry["activation"] = act.rawValue }
-            if !l.geometry.isEmpty { entry["geometry"] = l.geometry }
-            entry["parameters"] = (l.parameters + l.buffers).map { ["name": $0.name, "shape": $0.shape] as [String: Any] }
-            layers.append(entry)
+    static func json(_ net: ResolvedNetwork) -> String { encodeJSON(SummaryJSON(net)) }
+}
+
+/// `zoo summary --format json`: the network, every layer, the totals.
+struct SummaryJSON: Encodable {
+    struct Parameter: Encodable { let name: String; let shape: [Int] }
+    struct LayerRow: Encodable {
+        let name, type: String
+        let output: [Int]
+        let params, weights, biases, buffers, activationElements, macs: Int
+        let inputs: [String]
+        let activation: String?
+        let geometry: String?
+        let parameters: [Parameter]
+        enum CodingKeys: String, CodingKey {
+            case name, type, output, params, weights, biases, buffers, activationElements = "activation_elements", macs
+            case inputs, activation, geometry, parameters
         }
-        var root: [String: Any] = [
-            "architecture": a.id, "title": a.title, "variant": a.variant, "family": a.family.rawValue,
-            "input": net.input.array, "classes": net.classes, "layers": layers,
-            "total_params": net.totalParameters, "total_buffers": net.totalBuffers,
-            "activation_elements": net.activationElements, "forward_memory_bytes": net.forwardMemoryBytes,
-            "macs": net.totalMACs,
-        ]
-        if let p = a.publishedParameters { root["published_params"] = p }
-        return jsonString(root)
+    }
+    let architecture, title, variant, family: String
+    let input: [Int]
+    let classes: Int
+    let layers: [LayerRow]
+    let totalParams, totalBuffers, activationElements, forwardMemoryBytes, macs: Int
+    let publishedParams: Int?
+    enum CodingKeys: String, CodingKey {
+        case architecture, title, variant, family, input, classes, layers, totalParams = "total_params"
+        case totalBuffers = "total_buffers", activationElements = "activation_elements"
+        case forwardMemoryBytes = "forward_memory_bytes", macs, publishedParams = "published_params"
+    }
+
+    init(_ net: ResolvedNetwork) {
+        let a = net.architecture
+        architecture = a.id; title = a.title; variant = a.variant; family = a.family.rawValue
+        input = net.input.array; classes = net.classes
+        layers = net.layers.map { l in
+            LayerRow(name: l.layer.name, type: l.layer.op.typeName, output: l.output.array, params: l.parameterCount,
+                     weights: l.weightCount, biases: l.biasCount, buffers: l.bufferCount,
+                     activationElements: l.activationElements, macs: l.macs, inputs: l.layer.inputs,
+                     activation: l.layer.activation?.rawValue, geometry: l.geometry.isEmpty ? nil : l.geometry,
+                     parameters: (l.parameters + l.buffers).map { Parameter(name: $0.name, shape: $0.shape) })
+        }
+        totalParams = net.totalParameters; totalBuffers = net.totalBuffers
+        activationElements = net.activationElements; forwardMemoryBytes = net.forwardMemoryBytes
+        macs = net.totalMACs; publishedParams = a.publishedParameters
     }
 }
 
-/// Serialises a JSON-compatible value with sorted keys, so output is stable between runs.
-public func jsonString(_ value: Any) -> String {
-    guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys]),
-          let text = String(data: data, encoding: .utf8) else { return "{}" }
+/// The one encoder behind every `--format json`: sorted keys, so output is stable between
+/// runs, and pretty-printed.
+public func encodeJSON<T: Encodable>(_ value: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    guard let data = try? encoder.encode(value), let text = String(data: data, encoding: .utf8) else { return "{}\n" }
     return text + "\n"
 }
 

@@ -12,7 +12,8 @@ public enum EvaluationHTML {
     /// Refuses a destination that is an existing file, before any work is done.
     public static func checkDestination(_ directory: String) throws {
         if FileManager.default.fileExists(atPath: directory), !ImageFolder.isDirectory(directory) {
-            throw ZooError.invalidArgument("--report \(directory) is a file; it names a folder to write index.html into")
+            throw ZooError.invalidParameter(name: "reportDirectory",
+                                           message: "{reportDirectory} \(directory) is a file; it names a folder to write index.html into")
         }
     }
 

@@ -1,22 +1,33 @@
 import Foundation
 
 /// Accuracy of a model on an ImageFolder: overall, per class, and the confusion matrix.
-public struct EvaluationReport: Sendable {
-    public struct ClassResult: Sendable {
+public struct EvaluationReport: Sendable, Encodable {
+    public struct ClassResult: Sendable, Encodable {
         public let name: String
         public let images: Int
         public let correct: Int
         public var accuracy: Double { images == 0 ? 0 : Double(correct) / Double(images) }
+
+        private enum Keys: String, CodingKey { case name = "class", images, correct, accuracy }
+        public func encode(to encoder: Encoder) throws {
+            var row = encoder.container(keyedBy: Keys.self)
+            try row.encode(name, forKey: .name)
+            try row.encode(images, forKey: .images)
+            try row.encode(correct, forKey: .correct)
+            try row.encode(accuracy, forKey: .accuracy)
+        }
     }
 
     /// An image the model got wrong.
-    public struct Mistake: Sendable {
+    public struct Mistake: Sendable, Encodable {
         public let path: String
         /// Model class names (as in `classNames`).
         public let truth: String
         public let predicted: String
         /// Softmax probability of the predicted class.
         public let confidence: Double
+
+        private enum CodingKeys: String, CodingKey { case path, truth = "true", predicted, confidence }
     }
 
     /// The model's class names (or "class i"): the confusion matrix's rows and columns.
@@ -32,13 +43,23 @@ public struct EvaluationReport: Sendable {
     public let misclassified: [Mistake]
     public var accuracy: Double { images == 0 ? 0 : Double(correct) / Double(images) }
 
-    public var json: [String: Any] {
-        ["accuracy": accuracy, "images": images, "correct": correct, "classes": classNames,
-         "per_class": perClass.map { ["class": $0.name, "images": $0.images, "correct": $0.correct,
-                                      "accuracy": $0.accuracy] as [String: Any] },
-         "confusion": confusion, "skipped": skipped,
-         "misclassified": misclassified.map { ["path": $0.path, "true": $0.truth, "predicted": $0.predicted,
-                                               "confidence": $0.confidence] as [String: Any] }]
+    /// `zoo evaluate --format json`.
+    public var json: String { encodeJSON(self) }
+
+    private enum Keys: String, CodingKey {
+        case accuracy, images, correct, classes, perClass = "per_class", confusion, skipped, misclassified
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var root = encoder.container(keyedBy: Keys.self)
+        try root.encode(accuracy, forKey: .accuracy)
+        try root.encode(images, forKey: .images)
+        try root.encode(correct, forKey: .correct)
+        try root.encode(classNames, forKey: .classes)
+        try root.encode(perClass, forKey: .perClass)
+        try root.encode(confusion, forKey: .confusion)
+        try root.encode(skipped, forKey: .skipped)
+        try root.encode(misclassified, forKey: .misclassified)
     }
 
     public var text: String {
@@ -74,18 +95,9 @@ public enum Evaluator {
         let modelNames = model.classNames ?? (0..<classes).map { "class \($0)" }
         let outputIndex = try outputIndices(folderClasses: folder.classNames, modelNames: model.classNames,
                                             classes: classes, root: folder.root)
-        // The whole network is the "backbone" here: a plan with nothing trained after the head.
-        let plan = try TransferPlan(source: model.network, classes: classes, trainLast: 0)
-        let full = TransferPlan(whole: plan)
-        var options = FeatureExtractor.Options()
-        options.batch = batch
-        options.threads = threads
-        options.precision = precision
-        options.strict = strict
-        let extractor = FeatureExtractor(plan: full, weights: model.weights, options: options)
         let samples = folder.validation
-        let logits = try extractor.extract(paths: samples.map(\.path), labels: samples.map(\.label),
-                                           weightsPath: "", cacheBase: nil, warn: warn, progress: progress).features
+        let predictor = try Predictor(model: model, threads: threads, precision: precision, batch: batch, strict: strict)
+        let logits = try predictor.logits(paths: samples.map(\.path), labels: samples.map(\.label), warn: warn, progress: progress)
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
         var perClassImages = [Int](repeating: 0, count: folder.classNames.count)
         var perClassCorrect = perClassImages
@@ -137,16 +149,5 @@ public enum Evaluator {
             throw ZooError.invalidArgument("\(root): \(folderClasses.count) class folders but the model has \(classes) outputs")
         }
         return Array(folderClasses.indices)
-    }
-}
-
-extension TransferPlan {
-    /// The same network with nothing cut off: the "features" are the logits.
-    init(whole plan: TransferPlan) {
-        self.source = plan.source
-        self.target = plan.source
-        self.cutIndex = plan.source.layers.count
-        self.backbone = plan.source
-        self.featureShape = plan.source.layers.last?.output ?? plan.source.input
     }
 }

@@ -23,6 +23,10 @@ public final class FeatureExtractor {
         public var threads: Int?
         /// Refuse unreadable images instead of skipping them.
         public var strict = false
+        /// The weights' preset: their preprocessing and means (nil: the architecture's
+        /// standard preset).
+        public var preset: WeightsPreset?
+        /// Replaces the preset's preprocessing.
         public var preprocessing: Architecture.Preprocessing?
         /// How rows with a view number are drawn (rows without one are centre views).
         public var augmentation: Augmentation?
@@ -44,12 +48,15 @@ public final class FeatureExtractor {
     let weights: [String: Tensor]
     let options: Options
     let preprocessing: Architecture.Preprocessing
+    let meanBGR: [Float]?
 
     public init(plan: TransferPlan, weights: [String: Tensor], options: Options) {
         self.plan = plan
         self.weights = weights
         self.options = options
-        self.preprocessing = options.preprocessing ?? plan.source.architecture.preprocessing
+        let preset = options.preset ?? WeightsPreset.standard(for: plan.source.architecture)
+        self.preprocessing = options.preprocessing ?? preset.preprocessing
+        self.meanBGR = preset.meanBGR
     }
 
     /// Extracts features of `paths` (one row each; a path may repeat with other `views`),
@@ -127,10 +134,10 @@ public final class FeatureExtractor {
                             let drawn = augmentation.draw(path: path, view: view, width: decoded.width, height: decoded.height)
                             image = ImagePreprocessor.augmentedTensorData(decoded, for: preprocessing, size: size, channels: input.c,
                                                                           crop: drawn.crop, flip: drawn.flip,
-                                                                          meanBGR: plan.source.architecture.meanBGR)
+                                                                          meanBGR: meanBGR)
                         } else {
                             image = ImagePreprocessor.tensorData(decoded, for: preprocessing, size: size, channels: input.c,
-                                                                 meanBGR: plan.source.architecture.meanBGR)
+                                                                 meanBGR: meanBGR)
                         }
                     } catch {
                         if options.strict { throw error }

@@ -82,32 +82,76 @@ public enum FineTuner {
 
     public static func checkpointPath(for output: String) -> String { output + ".checkpoint.safetensors" }
 
+    /// Where the tuned network goes.
+    public enum Destination {
+        /// Written to `Options.outputPath` in this format.
+        case file(WeightFormat)
+        /// Kept in memory, in the box given (checkpoints of an SGD run still go beside
+        /// `Options.outputPath`).
+        case memory(TunedWeights)
+
+        func write(_ net: ResolvedNetwork, weights: [String: Tensor], classNames: [String], to path: String,
+                   producer: String, preset: WeightsPreset) throws -> ModelWriter.Summary {
+            switch self {
+            case .file(let format):
+                return try ModelWriter.write(net, weights: weights, classNames: classNames, to: path, format: format,
+                                             producer: producer, preset: preset)
+            case .memory(let box):
+                box.network = net; box.weights = weights; box.classNames = classNames
+                return ModelWriter.Summary(path: "(memory)", format: .safetensors, tensors: net.parameters.count + net.buffers.count,
+                                           parameters: net.totalParameters, transforms: [])
+            }
+        }
+    }
+
+    /// A fine-tuned network and its weights, as `Destination.memory` leaves them.
+    public final class TunedWeights: @unchecked Sendable {
+        public fileprivate(set) var network: ResolvedNetwork?
+        public fileprivate(set) var weights: [String: Tensor] = [:]
+        public fileprivate(set) var classNames: [String] = []
+        public init() {}
+    }
+
+    /// Settings that are wrong whatever the weights: refused before anything is loaded.
+    static func checkSettings(_ options: Options) throws {
+        guard options.extractionBatch >= 1, options.extractionBatch <= 4096 else {
+            throw ZooError.invalidParameter(name: "extractionBatch", message: "{extractionBatch} must be between 1 and 4096")
+        }
+        if (options.optimizer ?? (options.trainLast > 0 ? .sgd : .lbfgs)) == .lbfgs && options.trainLast > 0 {
+            throw ZooError.invalidParameter(name: "trainLast", message:
+                "{trainLast} \(options.trainLast) trains more than a head: it needs {optimizer} sgd (L-BFGS fits the head alone)")
+        }
+        if let augmentation = options.augmentation, !(1...1000).contains(augmentation.views) {
+            throw ZooError.invalidParameter(name: "augmentation",
+                                           message: "{augmentation} must be between 1 and 1000 views, got \(augmentation.views)")
+        }
+    }
+
+    /// Loads `options.weightsPath`, fine-tunes it and writes `options.outputPath`.
     public static func run(_ options: Options, callbacks: Callbacks) throws -> Result {
         let out = options.outputPath
         guard let format = ModelWriter.format(forPath: out) else {
-            throw ZooError.invalidArgument(
+            throw ZooError.invalidParameter(name: "outputPath", message:
                 "\(out): cannot tell the output format from the extension; use .safetensors, .onnx, .h5, .weights.h5 or .pth")
         }
-        if samePath(out, options.weightsPath) {
-            throw ZooError.invalidArgument("\(out): the output would overwrite the input weights; choose another --out")
-        }
+        try OutputTarget.refuseOverwriting(input: options.weightsPath, output: out)
         let outDirectory = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard ImageFolder.isDirectory(outDirectory) else {
             throw ZooError.writeFailed(path: out, reason: "folder \(outDirectory) does not exist")
         }
-        guard options.extractionBatch >= 1, options.extractionBatch <= 4096 else {
-            throw ZooError.invalidArgument("feature batch must be between 1 and 4096")
-        }
-
-        let optimizer = options.optimizer ?? (options.trainLast > 0 ? .sgd : .lbfgs)
-        if optimizer == .lbfgs && options.trainLast > 0 {
-            throw ZooError.invalidArgument(
-                "--train-last \(options.trainLast) trains more than a head: it needs --optimizer sgd (L-BFGS fits the head alone)")
-        }
-        if let augmentation = options.augmentation, !(1...1000).contains(augmentation.views) {
-            throw ZooError.invalidArgument("--augment must be between 1 and 1000 views, got \(augmentation.views)")
-        }
+        try checkSettings(options)
         let model = try ModelLoader.load(path: options.weightsPath, architecture: options.architecture)
+        return try run(options, model: model, destination: .file(format), callbacks: callbacks)
+    }
+
+    /// Fine-tunes weights already loaded (`options.weightsPath` and `architecture` are then
+    /// only named in logs and cache keys); the result goes to `destination`.
+    public static func run(_ options: Options, model: LoadedModel, destination: Destination,
+                           callbacks: Callbacks) throws -> Result {
+        try checkSettings(options)
+        let out = options.outputPath
+        let format = destination
+        let optimizer = options.optimizer ?? (options.trainLast > 0 ? .sgd : .lbfgs)
         let folder = try ImageFolder.forTraining(root: options.dataPath, validationFraction: options.validationFraction,
                                                  seed: options.hyper.seed)
         // A no-top file gets the head keras.applications examples put on one: global
@@ -134,6 +178,7 @@ public enum FineTuner {
         extractorOptions.threads = options.threads
         extractorOptions.precision = options.precision
         extractorOptions.strict = options.strict
+        extractorOptions.preset = model.preset
         var augmentation = options.augmentation
         augmentation?.seed = options.hyper.seed
         extractorOptions.augmentation = augmentation
@@ -214,8 +259,8 @@ public enum FineTuner {
         var weights = model.weights
         for spec in plan.source.layers[plan.cutIndex...].flatMap({ $0.parameters }) { weights[spec.name] = nil }
         for (name, tensor) in outcome.weights { weights[name] = tensor }
-        let summary = try ModelWriter.write(plan.target, weights: weights, classNames: folder.classNames, to: out,
-                                            format: format, producer: "zoo finetune")
+        let summary = try format.write(plan.target, weights: weights, classNames: folder.classNames, to: out,
+                                       producer: "zoo finetune", preset: model.preset)
         try? FileManager.default.removeItem(atPath: checkpoint)
         let best = outcome.bestValidationAccuracy.map { String(format: ", val %.1f%%", $0 * 100) } ?? ""
         callbacks.log("best epoch \(outcome.bestEpoch)\(best); wrote \(summary.format.rawValue) \(out)")
@@ -228,7 +273,7 @@ public enum FineTuner {
     }
 
     /// The default path: the head as a logistic regression on the cached features.
-    static func fitHead(_ options: Options, plan: TransferPlan, model: LoadedModel, format: WeightFormat,
+    static func fitHead(_ options: Options, plan: TransferPlan, model: LoadedModel, format: Destination,
                         classNames: [String], train: FeatureSet, validation: FeatureSet, trainImages: Int,
                         skipped: [String], extraction: FeatureExtractor.Result, callbacks: Callbacks) throws -> Result {
         let out = options.outputPath
@@ -262,8 +307,8 @@ public enum FineTuner {
         for spec in plan.source.layers[plan.cutIndex...].flatMap({ $0.parameters }) { weights[spec.name] = nil }
         weights[weightSpec.name] = Tensor(shape: weightSpec.shape, data: fit.weight)
         if let biasSpec { weights[biasSpec.name] = Tensor(shape: biasSpec.shape, data: fit.bias) }
-        let summary = try ModelWriter.write(plan.target, weights: weights, classNames: classNames, to: out,
-                                            format: format, producer: "zoo finetune")
+        let summary = try format.write(plan.target, weights: weights, classNames: classNames, to: out,
+                                       producer: "zoo finetune", preset: model.preset)
         let point = fit.chosenPoint
         let val = hasValidation ? String(format: ", val %.1f%%", folded * 100) : ""
         callbacks.log(String(format: "chosen C %g (l2 %.1e): train %.1f%%%@; fitted in %.2f s; wrote %@ %@",
@@ -329,12 +374,5 @@ public enum FineTuner {
         for (index, reason) in set.skipped where range.contains(index) { skipped[index - range.lowerBound] = reason }
         return FeatureSet(dimension: d, paths: Array(set.paths[range]), labels: Array(set.labels[range]),
                           values: Array(set.values[(range.lowerBound * d)..<(range.upperBound * d)]), skipped: skipped)
-    }
-
-    /// Whether two paths name the same file (after resolving `..` and symbolic links).
-    static func samePath(_ a: String, _ b: String) -> Bool {
-        let ua = URL(fileURLWithPath: a).standardizedFileURL.resolvingSymlinksInPath()
-        let ub = URL(fileURLWithPath: b).standardizedFileURL.resolvingSymlinksInPath()
-        return ua.path == ub.path
     }
 }

@@ -32,7 +32,8 @@ public struct ImageFolder: Sendable {
     /// with `seed`) as the validation set.
     public static func forTraining(root: String, validationFraction: Double, seed: UInt64) throws -> ImageFolder {
         guard validationFraction >= 0, validationFraction < 1 else {
-            throw ZooError.invalidArgument("--val-split must be at least 0 and below 1, got \(validationFraction)")
+            throw ZooError.invalidParameter(name: "validationFraction",
+                                           message: "{validationFraction} must be at least 0 and below 1, got \(validationFraction)")
         }
         let trainRoot = (root as NSString).appendingPathComponent("train")
         let valRoot = (root as NSString).appendingPathComponent("val")

@@ -31,7 +31,7 @@ public struct TransferPlan: Sendable {
     /// parameter layers before the head as well.
     public init(source: ResolvedNetwork, classes: Int, trainLast: Int) throws {
         let arch = source.architecture
-        guard trainLast >= 0 else { throw ZooError.invalidArgument("--train-last must be 0 or more, got \(trainLast)") }
+        guard trainLast >= 0 else { throw ZooError.invalidParameter(name: "trainLast", message: "{trainLast} must be 0 or more, got \(trainLast)") }
         guard let headIndex = source.layers.lastIndex(where: { $0.layer.name == arch.headLayer }),
               headIndex == source.layers.count - 1, case .linear = source.layers[headIndex].layer.op else {
             throw ZooError.engineFailure(layer: arch.headLayer,
@@ -41,8 +41,8 @@ public struct TransferPlan: Sendable {
         var remaining = trainLast
         while remaining > 0 {
             guard cut > 0 else {
-                throw ZooError.invalidArgument(
-                    "--train-last \(trainLast): \(arch.id) has only \(trainLast - remaining) layers with parameters before its head")
+                throw ZooError.invalidParameter(name: "trainLast", message:
+                    "{trainLast} \(trainLast): \(arch.id) has only \(trainLast - remaining) layers with parameters before its head")
             }
             cut -= 1
             if !source.layers[cut].parameters.isEmpty { remaining -= 1 }
@@ -52,14 +52,14 @@ public struct TransferPlan: Sendable {
             let layer = source.layers[index].layer
             let expectedInput = index == 0 ? Layer.networkInput : source.layers[index - 1].layer.name
             guard Self.isTrainable(source.layers[index]) else {
-                throw ZooError.invalidArgument(
-                    "--train-last \(trainLast) on \(arch.id) reaches layer '\(layer.name)' (\(layer.op.typeName)), "
+                throw ZooError.invalidParameter(name: "trainLast", message:
+                    "{trainLast} \(trainLast) on \(arch.id) reaches layer '\(layer.name)' (\(layer.op.typeName)), "
                         + "which the trainer cannot run backward (it handles Linear, Conv, BatchNorm, MaxPool, AvgPool, "
                         + "Flatten, Dropout, and adaptive pooling that is the identity)")
             }
             guard layer.inputs == [expectedInput] else {
-                throw ZooError.invalidArgument(
-                    "--train-last \(trainLast) on \(arch.id) reaches layer '\(layer.name)', which reads "
+                throw ZooError.invalidParameter(name: "trainLast", message:
+                    "{trainLast} \(trainLast) on \(arch.id) reaches layer '\(layer.name)', which reads "
                         + "\(layer.inputs.joined(separator: ", ")) rather than the layer before it: only a plain chain can be trained")
             }
         }

@@ -3,11 +3,11 @@ extension InspectReport {
     public static func make(_ file: WeightFile) -> InspectReport {
         var report = InspectReport(file: file)
         if let described = file as? DescribesContents { report.details += described.contentDetails }
-        if let onnx = file as? ONNXFile {
-            report.opsetVersion = onnx.opsetVersion
-            report.operators = onnx.graph.operatorCountsSorted.map { ($0.op, $0.count) }
-            report.details.append(("ir_version", String(onnx.graph.irVersion)))
-            report.details.append(("nodes", String(onnx.graph.nodes.count)))
+        if let graph = file.graph?.onnx {
+            report.opsetVersion = graph.opsetVersion
+            report.operators = graph.operatorCountsSorted.map { ($0.op, $0.count) }
+            report.details.append(("ir_version", String(graph.irVersion)))
+            report.details.append(("nodes", String(graph.nodes.count)))
         }
         if !file.absentTensors.isEmpty {
             report.details.append(("listed but absent", file.absentTensors.joined(separator: ", ")))

@@ -13,9 +13,7 @@ public enum LoadTiming {
         let start = DispatchTime.now().uptimeNanoseconds
         // Kept until the end, as a model load keeps them: peak memory then means something.
         var loaded: [Tensor] = []
-        for record in file.tensors where record.dtype.convertsToFloat32 || record.dtype == .float64 {
-            loaded.append(try file.load(record.name))
-        }
+        try file.forEachLoadedTensor { loaded.append($1) }
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
         return Result(tensors: loaded.count, bytes: loaded.reduce(0) { $0 + $1.count * 4 }, milliseconds: elapsed)
     }

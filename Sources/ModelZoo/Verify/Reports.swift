@@ -55,18 +55,7 @@ public enum ReportRenderer {
         return out.map(terminalSafe).joined(separator: "\n") + "\n"
     }
 
-    public static func inspectJSON(_ r: InspectReport) -> String {
-        var root: [String: Any] = [
-            "file": r.file, "format": r.format.rawValue,
-            "tensors": r.tensors.map { ["name": $0.name, "shape": $0.shape, "dtype": $0.dtype.rawValue, "bytes": $0.byteCount] as [String: Any] },
-            "tensor_count": r.tensors.count, "total_values": r.totalElements, "total_bytes": r.totalBytes,
-        ]
-        if let p = r.producer { root["producer"] = p }
-        if let o = r.opsetVersion { root["opset"] = o }
-        if !r.operators.isEmpty { root["operators"] = Dictionary(uniqueKeysWithValues: r.operators.map { ($0.0, $0.1) }) }
-        for (k, v) in r.details { root[k] = v }
-        return jsonString(root)
-    }
+    public static func inspectJSON(_ r: InspectReport) -> String { encodeJSON(r) }
 
     public static func verifyText(_ r: VerifyReport) -> String {
         var out = ["file: \(r.file)", "format: \(r.format.rawValue) (\(r.convention))"]
@@ -74,6 +63,9 @@ public enum ReportRenderer {
         out.append("tensors paired: \(r.pairing.rawValue)")
         if let id = r.architecture, let title = r.title, let variant = r.variant {
             out.append("architecture: \(title) [\(id)], \(variant)")
+            if let id = r.preset, id != r.architecture, let preset = WeightsPreset.find(id) {
+                out.append("preset: \(id), \(preset.source); \(preset.preprocessing.rawValue) preprocessing")
+            }
             out.append("confidence: \(r.confidence.rawValue)" + (r.alsoFits.isEmpty ? "" : " (also fits: \(r.alsoFits.joined(separator: ", ")))"))
         } else {
             out.append("architecture: matches none of `zoo list`")
@@ -93,19 +85,80 @@ public enum ReportRenderer {
         return out.map(terminalSafe).joined(separator: "\n") + "\n"
     }
 
-    public static func verifyJSON(_ r: VerifyReport) -> String {
-        var root: [String: Any] = [
-            "file": r.file, "format": r.format.rawValue, "convention": r.convention, "pairing": r.pairing.rawValue,
-            "architecture": r.architecture ?? NSNull(), "variant": r.variant ?? NSNull(),
-            "confidence": r.confidence.rawValue, "ok": r.ok, "parameters": r.parameters,
-            "expected_parameters": r.expectedParameters ?? NSNull(), "classes": r.classes ?? NSNull(), "no_top": r.noTop,
-            "notes": r.notes, "also_fits": r.alsoFits,
-            "problems": r.problems.map { p -> [String: Any] in
-                ["tensor": p.tensor, "file_tensor": p.fileTensor ?? NSNull(), "canonical": p.canonical ?? NSNull(),
-                 "kind": p.kind.rawValue, "expected": p.expected, "actual": p.actual]
-            },
-        ]
-        if let p = r.producer { root["producer"] = p }
-        return jsonString(root)
+    public static func verifyJSON(_ r: VerifyReport) -> String { encodeJSON(r) }
+}
+
+/// Keys spelt at run time: the details a file adds to `inspect` (`entry epoch`, `layout`).
+struct JSONKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(_ name: String) { stringValue = name }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension InspectReport: Encodable {
+    public func encode(to encoder: Encoder) throws {
+        var root = encoder.container(keyedBy: JSONKey.self)
+        // Details first: the fixed keys below win over a detail that happens to share a name.
+        for (key, value) in details { try root.encode(value, forKey: JSONKey(key)) }
+        try root.encode(file, forKey: JSONKey("file"))
+        try root.encode(format.rawValue, forKey: JSONKey("format"))
+        var list = root.nestedUnkeyedContainer(forKey: JSONKey("tensors"))
+        for t in tensors {
+            var row = list.nestedContainer(keyedBy: JSONKey.self)
+            try row.encode(t.name, forKey: JSONKey("name"))
+            try row.encode(t.shape, forKey: JSONKey("shape"))
+            try row.encode(t.dtype.rawValue, forKey: JSONKey("dtype"))
+            try row.encode(t.byteCount, forKey: JSONKey("bytes"))
+        }
+        try root.encode(tensors.count, forKey: JSONKey("tensor_count"))
+        try root.encode(totalElements, forKey: JSONKey("total_values"))
+        try root.encode(totalBytes, forKey: JSONKey("total_bytes"))
+        try root.encodeIfPresent(producer, forKey: JSONKey("producer"))
+        try root.encodeIfPresent(opsetVersion, forKey: JSONKey("opset"))
+        if !operators.isEmpty {
+            try root.encode(Dictionary(operators, uniquingKeysWith: { $1 }), forKey: JSONKey("operators"))
+        }
+    }
+}
+
+extension VerifyReport: Encodable {
+    private enum Keys: String, CodingKey {
+        case file, format, convention, pairing, architecture, preset, variant, confidence, ok, parameters
+        case expectedParameters = "expected_parameters", classes, noTop = "no_top", notes, alsoFits = "also_fits"
+        case problems, producer
+        case tensor, fileTensor = "file_tensor", canonical, kind, expected, actual
+    }
+
+    /// Absent values are written as null, so every report has the same keys.
+    public func encode(to encoder: Encoder) throws {
+        var root = encoder.container(keyedBy: Keys.self)
+        try root.encode(file, forKey: .file)
+        try root.encode(format.rawValue, forKey: .format)
+        try root.encode(convention, forKey: .convention)
+        try root.encode(pairing.rawValue, forKey: .pairing)
+        try root.encode(architecture, forKey: .architecture)
+        try root.encode(preset, forKey: .preset)
+        try root.encode(variant, forKey: .variant)
+        try root.encode(confidence.rawValue, forKey: .confidence)
+        try root.encode(ok, forKey: .ok)
+        try root.encode(parameters, forKey: .parameters)
+        try root.encode(expectedParameters, forKey: .expectedParameters)
+        try root.encode(classes, forKey: .classes)
+        try root.encode(noTop, forKey: .noTop)
+        try root.encode(notes, forKey: .notes)
+        try root.encode(alsoFits, forKey: .alsoFits)
+        var list = root.nestedUnkeyedContainer(forKey: .problems)
+        for p in problems {
+            var row = list.nestedContainer(keyedBy: Keys.self)
+            try row.encode(p.tensor, forKey: .tensor)
+            try row.encode(p.fileTensor, forKey: .fileTensor)
+            try row.encode(p.canonical, forKey: .canonical)
+            try row.encode(p.kind.rawValue, forKey: .kind)
+            try row.encode(p.expected, forKey: .expected)
+            try row.encode(p.actual, forKey: .actual)
+        }
+        try root.encodeIfPresent(producer, forKey: .producer)
     }
 }

@@ -21,7 +21,7 @@ public enum UntrustedFileCheck {
         do {
             let file = try WeightFileOpener.open(path: path)
             _ = InspectReport.make(file)
-            for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
+            try file.forEachLoadedTensor()
             let (report, _) = try Verifier.verify(file, checkValues: true)
             // The first line of what `zoo verify` prints for the first problem, as printed.
             let text = ReportRenderer.verifyText(report).split(separator: "\n")

@@ -41,12 +41,16 @@ public struct VerifyReport: Sendable {
     /// The file holds the network without its classifier plus a pooled head (global
     /// average pooling and one dense layer), as `zoo finetune` writes for a no-top file.
     public var pooledHead = false
+    /// The weights preset the file was recognised as (`resnet50-caffe2`), or the
+    /// architecture's own id for its standard preset; nil when no architecture fits.
+    public var preset: String?
 }
 
 public enum Verifier {
     /// Verifies an opened file. With `architecture` nil, tries every spec and keeps the one
-    /// that fits best. `checkValues` loads every tensor to look for NaN and Inf.
-    public static func verify(_ file: WeightFile, architecture: Architecture? = nil,
+    /// that fits best. `checkValues` loads every tensor to look for NaN and Inf. `preset`
+    /// is the weights preset the caller names (else the file's own is worked out).
+    public static func verify(_ file: WeightFile, architecture: Architecture? = nil, preset: WeightsPreset? = nil,
                               checkValues: Bool = true) throws -> (VerifyReport, MappingResult?) {
         let source = try SourceModelBuilder.build(file)
         let candidates = architecture.map { [$0] } ?? ArchitectureRegistry.all
@@ -71,10 +75,10 @@ public enum Verifier {
         // writers store it), then a spec made for this file's producer, then the registry's
         // order (torchvision first).
         let producer = (file.producer ?? "").lowercased() + " " + source.convention.lowercased()
-        let recorded = FileMetadata.value(ModelWriter.architectureKey, in: file)
+        let recorded = file.metadata[ZooMetadata.architecture]
         func producerRank(_ arch: Architecture) -> Int {
             if let recorded { return arch.id == recorded ? 0 : 2 }
-            return arch.producers.contains { producer.contains($0) } ? 0 : 1
+            return WeightsPreset.matching(producer: producer, architecture: arch.id) != nil ? 0 : 1
         }
         // Then the fewest assumptions: zeros standing in for biases the graph leaves out, and
         // BatchNorm taken as folded, are a weaker fit than tensors the file really has.
@@ -103,7 +107,7 @@ public enum Verifier {
             // Still read every tensor: a file whose data cannot be loaded (unsafe external
             // paths, short data) is unreadable, whatever it was meant to be.
             if checkValues {
-                for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
+                try file.forEachLoadedTensor()
             }
             report.notes.append("closest is \(best.arch.id), with \(best.problems.count) problems: matches none")
             report.problems = absentProblems(file) + best.problems
@@ -120,6 +124,7 @@ public enum Verifier {
                 && assumptions($0.mapping) == assumptions(best.mapping)
         }
         report.architecture = best.arch.id
+        report.preset = WeightsPreset.resolve(for: file, architecture: best.arch, requested: preset).id
         report.title = best.arch.title
         report.variant = best.arch.variant + (mapping.batchNormFolded ? ", BatchNorm folded into conv" : "")
         report.noTop = !best.arch.includeTop

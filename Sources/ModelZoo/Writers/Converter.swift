@@ -59,27 +59,23 @@ public enum Converter {
     public static func targetFormat(for output: String, requested: WeightFormat?) throws -> WeightFormat {
         if let requested { return requested }
         guard let format = ModelWriter.format(forPath: output) else {
-            throw ZooError.invalidArgument("cannot tell the output format from '\(output)': name it .onnx, .h5, .weights.h5, "
-                + ".safetensors or .pth, or pass --to onnx|keras-h5|keras-weights-h5|safetensors|pth")
+            throw ZooError.invalidParameter(name: "format", message: "cannot tell the output format from '\(output)': name it .onnx, .h5, .weights.h5, "
+                + ".safetensors or .pth, or pass {format} onnx|keras-h5|keras-weights-h5|safetensors|pth")
         }
         return format
     }
 
     /// Refuses to touch the input, or an existing output without `force`, before any work.
     public static func checkTarget(input: String, output: String, force: Bool) throws {
-        var inputInfo = stat(), outputInfo = stat()
-        let inputExists = stat(input, &inputInfo) == 0
+        try OutputTarget.refuseOverwriting(input: input, output: output, parameter: "output")
+        var outputInfo = stat()
         let outputExists = stat(output, &outputInfo) == 0
-        let samePath = URL(fileURLWithPath: input).standardizedFileURL.path == URL(fileURLWithPath: output).standardizedFileURL.path
-        if samePath || (inputExists && outputExists && inputInfo.st_dev == outputInfo.st_dev && inputInfo.st_ino == outputInfo.st_ino) {
-            throw ZooError.invalidArgument("refusing to overwrite the input file \(input): choose another output")
-        }
         if outputExists {
             if (outputInfo.st_mode & S_IFMT) == S_IFDIR {
                 throw ZooError.invalidArgument("\(output) is a directory: name the output file")
             }
             if !force {
-                throw ZooError.invalidArgument("\(output) exists: pass --force to replace it")
+                throw ZooError.invalidParameter(name: "force", message: "\(output) exists: pass {force} to replace it")
             }
         }
     }
@@ -91,8 +87,9 @@ public enum Converter {
         let model = try ModelLoader.load(path: input, architecture: options.architecture)
         try ModelWriter.checkExpressible(model.network, as: format)
         let source = URL(fileURLWithPath: input).lastPathComponent
-        let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: ClassNames.stored(in: model.file),
-                                            to: output, format: format, producer: "zoo convert", source: source)
+        let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: model.storedClassNames,
+                                            to: output, format: format, producer: "zoo convert", source: source,
+                                            preset: model.preset)
         let architecture = model.report.architecture ?? model.architecture.id
         var check: CheckResult?
         if options.check {
@@ -135,7 +132,7 @@ public enum Converter {
                                    seed: UInt64, classes: Int?, inputSize: Size2?, force: Bool) throws -> ModelWriter.Summary {
         let format = try targetFormat(for: output, requested: requested)
         if !force, FileManager.default.fileExists(atPath: output) {
-            throw ZooError.invalidArgument("\(output) exists: pass --force to replace it")
+            throw ZooError.invalidParameter(name: "force", message: "\(output) exists: pass {force} to replace it")
         }
         let net = try ArchitectureRegistry.find(id).resolve(classes: classes, inputSize: inputSize)
         // A head for a million classes is 16 GB of VGG weights: say so before allocating.

@@ -115,9 +115,6 @@ public struct KerasLayout: Sendable {
                 reason = "torchvision's ResNet is v1.5 (stride on the 3x3, no conv biases) while keras.applications' "
                     + "ResNet50 is v1 (stride on the first 1x1, conv biases): a different network, not a relayout. "
                     + "Only resnet50-keras weights convert to Keras ResNet50"
-            case "resnet50-caffe2":
-                reason = "the Caffe2 ResNet50 has no conv biases and its stride on the 3x3; keras.applications' "
-                    + "ResNet50 is a different network"
             default:
                 reason = "there is no Keras model for it in keras.applications or Tools/keras_models.py"
             }

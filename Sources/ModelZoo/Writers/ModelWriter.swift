@@ -11,12 +11,6 @@ public enum ModelWriter {
         public let transforms: [String]
     }
 
-    /// Metadata key naming the file the weights were converted from.
-    public static let sourceKey = "zoo.source"
-    public static let architectureKey = "zoo.architecture"
-    public static let preprocessingKey = "zoo.preprocessing"
-    public static let meanKey = "zoo.mean_bgr"
-
     /// The format a path's extension asks for.
     public static func format(forPath path: String) -> WeightFormat? {
         let lower = path.lowercased()
@@ -42,18 +36,21 @@ public enum ModelWriter {
     }
 
     /// Writes `weights` (canonical names and layouts) as `format`. `producer` says what made
-    /// them ("zoo finetune", "zoo convert from x.onnx"); `source` is the file converted from.
+    /// them ("zoo finetune", "zoo convert from x.onnx"); `source` is the file converted from;
+    /// `preset` is the one the weights were loaded with (nil: the architecture's standard one).
     public static func write(_ net: ResolvedNetwork, weights: [String: Tensor], classNames: [String]?,
                              to path: String, format: WeightFormat, producer: String,
-                             source: String? = nil) throws -> Summary {
-        var metadata = [architectureKey: net.architecture.id, "zoo.producer": producer]
+                             source: String? = nil, preset: WeightsPreset? = nil) throws -> Summary {
+        var metadata = [ZooMetadata.architecture: net.architecture.id, ZooMetadata.producer: producer]
         // The preprocessing the weights were trained with travels with them: a head fitted
         // on a Caffe VGG's features must see Caffe's BGR minus the mean, although the vgg16
         // spec's own default is torchvision's.
-        metadata[preprocessingKey] = net.architecture.preprocessing.rawValue
-        if let means = net.architecture.meanBGR { metadata[meanKey] = means.map { String($0) }.joined(separator: ",") }
-        if let names = classNames { metadata[ClassNames.metadataKey] = ClassNames.encode(names) }
-        if let source { metadata[sourceKey] = source }
+        let preset = preset ?? WeightsPreset.standard(for: net.architecture)
+        if preset.isNamedVariant { metadata[ZooMetadata.preset] = preset.id }
+        metadata[ZooMetadata.preprocessing] = preset.preprocessing.rawValue
+        if let means = preset.meanBGR { metadata[ZooMetadata.meanBGR] = ZooMetadata.encode(means: means) }
+        if let names = classNames { metadata[ZooMetadata.classNames] = ZooMetadata.encode(classNames: names) }
+        if let source { metadata[ZooMetadata.source] = source }
         let tensorCount = net.parameters.count + net.buffers.count
         switch format {
         case .safetensors, .pth:

@@ -23,6 +23,7 @@ public final class CaffeModelFile: WeightFile, DescribesContents {
     public var producer: String? { "caffe (\(layout.rawValue) layers)" }
     public let tensors: [TensorRecord]
     public let net: CaffeNet
+    public var graph: FileGraph? { .caffe(net) }
     public var layout: CaffeNet.Layout { net.layout }
 
     private let file: MappedFile
@@ -575,38 +576,27 @@ struct CaffeNetParser {
 
         let storage: CaffeBlob.Storage
         var stored: Int
+        // One packed run is read in place; several runs or unpacked values become a list of
+        // offsets, in file order. Floats and doubles differ only in width and storage case.
+        func gather(packed: [Range<Int>], unpacked: [Int], width: Int, kind: String,
+                    whole: (Range<Int>) -> CaffeBlob.Storage, scattered: ([Int]) -> CaffeBlob.Storage)
+            throws -> (CaffeBlob.Storage, Int) {
+            for run in packed where run.count % width != 0 {
+                throw bad("packed \(kind) data of \(run.count) bytes is not a whole number of \(kind)s")
+            }
+            if packed.count == 1 && unpacked.isEmpty, let run = packed.first { return (whole(run), run.count / width) }
+            var offsets = unpacked
+            for run in packed { offsets += stride(from: run.lowerBound, to: run.upperBound, by: width) }
+            if !unpacked.isEmpty && !packed.isEmpty { offsets.sort() }
+            return (scattered(offsets), offsets.count)
+        }
         if !packedFloats.isEmpty || !floats32.isEmpty {
             guard packedDoubles.isEmpty && floats64.isEmpty else { throw bad("holds both float and double data") }
-            if packedFloats.count == 1 && floats32.isEmpty, let run = packedFloats.first {
-                guard run.count % 4 == 0 else { throw bad("packed float data of \(run.count) bytes is not a whole number of floats") }
-                storage = .packedFloat(run)
-                stored = run.count / 4
-            } else {
-                // Several runs or unpacked values: gather every value's offset, in order.
-                var offsets = floats32
-                for run in packedFloats {
-                    guard run.count % 4 == 0 else { throw bad("packed float data of \(run.count) bytes is not a whole number of floats") }
-                    offsets += stride(from: run.lowerBound, to: run.upperBound, by: 4)
-                }
-                if !floats32.isEmpty && !packedFloats.isEmpty { offsets.sort() }
-                storage = .fixed32(offsets)
-                stored = offsets.count
-            }
+            (storage, stored) = try gather(packed: packedFloats, unpacked: floats32, width: 4, kind: "float",
+                                           whole: { .packedFloat($0) }, scattered: { .fixed32($0) })
         } else if !packedDoubles.isEmpty || !floats64.isEmpty {
-            if packedDoubles.count == 1 && floats64.isEmpty, let run = packedDoubles.first {
-                guard run.count % 8 == 0 else { throw bad("packed double data of \(run.count) bytes is not a whole number of doubles") }
-                storage = .packedDouble(run)
-                stored = run.count / 8
-            } else {
-                var offsets = floats64
-                for run in packedDoubles {
-                    guard run.count % 8 == 0 else { throw bad("packed double data of \(run.count) bytes is not a whole number of doubles") }
-                    offsets += stride(from: run.lowerBound, to: run.upperBound, by: 8)
-                }
-                if !floats64.isEmpty && !packedDoubles.isEmpty { offsets.sort() }
-                storage = .fixed64(offsets)
-                stored = offsets.count
-            }
+            (storage, stored) = try gather(packed: packedDoubles, unpacked: floats64, width: 8, kind: "double",
+                                           whole: { .packedDouble($0) }, scattered: { .fixed64($0) })
         } else {
             storage = .packedFloat(0..<0)
             stored = 0

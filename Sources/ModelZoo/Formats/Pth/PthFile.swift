@@ -90,12 +90,7 @@ public final class PthFile: WeightFile {
             _ = storage
             storageStarts[key] = (try zip.dataOffset(of: entry), entry.compressedSize)
         }
-        let found = try PthFile.stateDict(in: root, path: path)
-        weightsKey = found.key
-        otherEntries = found.others
-        let placed = try PthFile.place(found.tensors, storages: storageStarts, path: path)
-        tensors = placed.records
-        locations = placed.locations.reduce(into: [:]) { $0[$1.record.name] = Location(record: $1.record, offset: $1.offset) }
+        (weightsKey, otherEntries, tensors, locations) = try PthFile.index(root, storages: storageStarts, path: path)
     }
 
     init(legacy file: ReadOnlyFile) throws {
@@ -144,12 +139,7 @@ public final class PthFile: WeightFile {
             storageStarts[key] = (offset + 8, bytes)
             offset += 8 + bytes
         }
-        let found = try PthFile.stateDict(in: root, path: path)
-        weightsKey = found.key
-        otherEntries = found.others
-        let placed = try PthFile.place(found.tensors, storages: storageStarts, path: path)
-        tensors = placed.records
-        locations = placed.locations.reduce(into: [:]) { $0[$1.record.name] = Location(record: $1.record, offset: $1.offset) }
+        (weightsKey, otherEntries, tensors, locations) = try PthFile.index(root, storages: storageStarts, path: path)
     }
 
     private struct LegacyPickles {
@@ -264,6 +254,16 @@ public final class PthFile: WeightFile {
     }
 
     /// Checks every tensor against its storage and works out where its bytes lie.
+    /// The state dict found in the unpickled `root`, its tensors placed in their storages:
+    /// what both layouts end with once their storages are located.
+    private static func index(_ root: PickleValue, storages: [String: (offset: Int, bytes: Int)], path: String) throws
+        -> (String?, [(String, String)], [TensorRecord], [String: Location]) {
+        let found = try stateDict(in: root, path: path)
+        let placed = try place(found.tensors, storages: storages, path: path)
+        let locations = placed.locations.reduce(into: [:]) { $0[$1.record.name] = Location(record: $1.record, offset: $1.offset) }
+        return (found.key, found.others, placed.records, locations)
+    }
+
     private static func place(_ found: [(String, PickleTensor)], storages: [String: (offset: Int, bytes: Int)],
                               path: String) throws -> (records: [TensorRecord], locations: [(record: TensorRecord, offset: Int)]) {
         var records: [TensorRecord] = []

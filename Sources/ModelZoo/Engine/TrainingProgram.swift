@@ -579,7 +579,9 @@ final class TrainingProgram {
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
             steps.append(.primitive(try primitive(bpd, layer: name), [
                 arg(DNNL.Arg.src, saved["src"]!), arg(DNNL.Arg.mean, saved["mean"]!), arg(DNNL.Arg.variance, saved["variance"]!),
-                arg(DNNL.Arg.scale, saved["scale"]!), arg(DNNL.Arg.diffDst, try memory(md, dy.pointer, layer: name)),
+                // oneDNN 2.6 lists the shift as an input of the backward pass too.
+                arg(DNNL.Arg.scale, saved["scale"]!), arg(DNNL.Arg.shift, saved["shift"]!),
+                arg(DNNL.Arg.diffDst, try memory(md, dy.pointer, layer: name)),
                 arg(DNNL.Arg.diffSrc, try memory(md, target.pointer, layer: name)),
                 arg(DNNL.Arg.diffScale, try memory(vectorMD, scale.gradient.baseAddress, layer: name)),
                 arg(DNNL.Arg.diffShift, try memory(vectorMD, shift.gradient.baseAddress, layer: name)),

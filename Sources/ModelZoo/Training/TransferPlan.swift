@@ -127,11 +127,57 @@ public enum TransferBlocks {
             }
             units = staged
         }
+        var stage = 0
         return units.map { range in
             let named = params(range).map(\.layer.name)
+            if net.architecture.family == .vgg, range.contains(where: { if case .conv = layers[$0].layer.op { return true }; return false }) {
+                stage += 1
+                return TransferBlock(name: "conv stage \(stage)", layers: range, parameters: params(range).reduce(0) { $0 + $1.parameterCount })
+            }
             return TransferBlock(name: commonPrefix(named.isEmpty ? range.map { layers[$0].layer.name } : named),
                                  layers: range, parameters: params(range).reduce(0) { $0 + $1.parameterCount })
         }
+    }
+
+    /// The blocks as `zoo summary --blocks` prints them: for each, the `--train-last K` that
+    /// starts training there, its layers, parameters, and the feature volume cached before it.
+    public static func render(_ net: ResolvedNetwork, json: Bool = false) -> String {
+        let blocks = blocks(of: net)
+        guard let headBlock = blocks.lastIndex(where: { $0.layers.contains(net.layers.count - 1) }) else { return "" }
+        var rows: [(k: Int, block: TransferBlock, first: String, last: String, features: Shape3)] = []
+        for (index, block) in blocks.enumerated() {
+            let start = block.layers.lowerBound
+            rows.append((headBlock - index, block, net.layers[start].layer.name, net.layers[block.layers.upperBound - 1].layer.name,
+                         start == 0 ? net.input : net.layers[start - 1].output))
+        }
+        if json {
+            let entries = rows.map { r in
+                "  {\"train_last\": \(r.k), \"block\": \"\(r.block.name)\", \"first\": \"\(r.first)\", \"last\": \"\(r.last)\", "
+                    + "\"layers\": \(r.block.layers.count), \"parameters\": \(r.block.parameters), "
+                    + "\"features\": [\(r.features.c), \(r.features.h), \(r.features.w)]}"
+            }
+            return "[\n" + entries.joined(separator: ",\n") + "\n]\n"
+        }
+        var lines = ["\(net.architecture.title) (\(net.architecture.id)): the blocks --train-last K counts back from the head",
+                     ""]
+        let header = ["K", "block", "layers", "params", "cached features"]
+        var table = [header]
+        for r in rows {
+            let k = r.k == 0 ? "head" : r.k < 0 ? "-" : "\(r.k)"
+            let span = r.first == r.last ? r.first : "\(r.first) .. \(r.last)"
+            table.append([k, r.block.name, span, r.block.parameters.formatted(), "\(r.features.c)x\(r.features.h)x\(r.features.w)"])
+        }
+        let widths = header.indices.map { c in table.map { $0[c].count }.max() ?? 0 }
+        for row in table {
+            lines.append(row.indices.map { c in
+                c == 3 ? String(repeating: " ", count: widths[c] - row[c].count) + row[c]
+                       : row[c] + String(repeating: " ", count: widths[c] - row[c].count)
+            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        }
+        lines.append("")
+        lines.append("--train-last K trains the K blocks above the head and the head; the features cached are the "
+                     + "volume before the first of them.")
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// "layer4.0" from "layer4.0.conv1" ... "layer4.0.downsample.1"; "a..b" when they share

@@ -211,6 +211,45 @@ final class TrainingProgram {
 
     private func arg(_ tag: Int32, _ memory: dnnl_memory_t) -> dnnl_exec_arg_t { dnnl_exec_arg_t(arg: tag, memory: memory) }
 
+    private func reorder(_ from: dnnl_memory_t, _ fromMD: dnnl_memory_desc_t, to: dnnl_memory_t, _ toMD: dnnl_memory_desc_t,
+                         layer: String) throws -> Step {
+        var source = fromMD, target = toMD
+        var pd: dnnl_primitive_desc_t?
+        try DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &source, engine, &target, engine, nil),
+                       layer: layer, "reorder descriptor")
+        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "no reorder descriptor") }
+        resources.keep(descriptor: pd)
+        return .primitive(try primitive(pd, layer: layer), [arg(DNNL.Arg.src, from), arg(DNNL.Arg.dst, to)], layer: layer)
+    }
+
+    /// Buffers stay in plain layouts between layers (concat, add, the cache and the SGD step
+    /// read them as such); a primitive that is faster in a blocked layout gets its input
+    /// reordered in (`input`) and its output reordered out (`output`). The reorders cost a
+    /// pass over the tensor; the blocked convolution and BatchNorm kernels save far more.
+    private func input(_ plain: dnnl_memory_t, _ plainMD: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
+                       into steps: inout [Step], layer: String) throws -> dnnl_memory_t {
+        if DNNL.equal(plainMD, md) { return plain }
+        let placed = try memory(md, nil, layer: layer)
+        steps.append(try reorder(plain, plainMD, to: placed, md, layer: layer))
+        return placed
+    }
+
+    /// The memory a primitive writes in layout `md`, and the reorder (if any) that copies it
+    /// to the plain memory afterwards.
+    private func output(_ plain: dnnl_memory_t, _ plainMD: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
+                        layer: String) throws -> (dnnl_memory_t, Step?) {
+        if DNNL.equal(plainMD, md) { return (plain, nil) }
+        let placed = try memory(md, nil, layer: layer)
+        return (placed, try reorder(placed, md, to: plain, plainMD, layer: layer))
+    }
+
+    /// nChw16c where the channels fill whole blocks (the layout oneDNN's AVX-512 BatchNorm
+    /// kernels run in), otherwise the plain layout.
+    private func blockedBatchNormMD(_ shape: Shape3, layer: String) throws -> dnnl_memory_desc_t {
+        shape.c % 16 == 0 ? try DNNL.desc([batch, shape.c, shape.h, shape.w], dnnl_nChw16c, layer: layer)
+                          : try nchw(shape, layer: layer)
+    }
+
     // MARK: - Forward
 
     /// Per layer, what backward needs: the memories of the forward primitive.
@@ -239,10 +278,13 @@ final class TrainingProgram {
             let weightDims = g > 1
                 ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
                 : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
-            var srcMD = try nchw(inShape, layer: name)
-            var weightMD = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
+            let plainSrc = try nchw(inShape, layer: name)
+            let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
+            let plainDst = try nchw(output, layer: name)
+            var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
+            var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
             var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
-            var dstMD = try nchw(output, layer: name)
+            var dstMD = try DNNL.desc([batch, output.c, output.h, output.w], dnnl_format_tag_any, layer: name)
             let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
             let padL: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
             let padR: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
@@ -252,18 +294,27 @@ final class TrainingProgram {
                                                    bias == nil ? nil : biasPointer, &dstMD, strides, padL, padR)
             }, layer: name, "convolution descriptor")
             let pd = try describe(&d, layer: name, "conv forward")
+            guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
+                  let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
+                throw ZooError.engineFailure(layer: name, reason: "convolution did not report its layouts")
+            }
             let y = newBuffer(batch * output.count)
-            let mSrc = try memory(srcMD, x.pointer, layer: name)
-            let mW = try memory(weightMD, weight.value.baseAddress, layer: name)
-            let mDst = try memory(dstMD, y.pointer, layer: name)
+            // Weights change every step, so their blocked copy is remade every forward pass.
+            let mSrc = try input(try memory(plainSrc, x.pointer, layer: name), plainSrc, as: chosenSrc,
+                                 into: &forwardSteps, layer: name)
+            let mW = try input(try memory(plainWeights, weight.value.baseAddress, layer: name), plainWeights,
+                               as: chosenWeights, into: &forwardSteps, layer: name)
+            let (mDst, after) = try self.output(try memory(plainDst, y.pointer, layer: name), plainDst, as: chosenDst, layer: name)
             var args = [arg(DNNL.Arg.src, mSrc), arg(DNNL.Arg.weights, mW), arg(DNNL.Arg.dst, mDst)]
-            var keep = ["src": mSrc, "weights": mW, "dst": mDst]
+            var keep = ["src": mSrc, "weights": mW]
             if let bias {
                 let mB = try memory(biasMD, bias.value.baseAddress, layer: name)
                 args.append(arg(DNNL.Arg.bias, mB))
                 keep["bias"] = mB
             }
             forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
+            if let after { forwardSteps.append(after) }
+            convLayouts[name] = (chosenSrc, chosenWeights)
             saved[name] = keep
             forwardPD[name] = pd
             produced = y
@@ -275,7 +326,8 @@ final class TrainingProgram {
                   mean.data.count == shape.c, variance.data.count == shape.c else {
                 throw ZooError.engineFailure(layer: name, reason: "BatchNorm parameters or statistics are missing")
             }
-            var md = try nchw(shape, layer: name)
+            let plain = try nchw(shape, layer: name)
+            var md = try blockedBatchNormMD(shape, layer: name)
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
             var d = dnnl_batch_normalization_desc_t()
             try DNNL.check(dnnl_batch_normalization_forward_desc_init(&d, dnnl_forward_training, &md, Float(epsilon),
@@ -285,17 +337,20 @@ final class TrainingProgram {
             let meanBuffer = newBuffer(shape.c), varBuffer = newBuffer(shape.c)
             for k in 0..<shape.c { meanBuffer.pointer[k] = mean.data[k]; varBuffer.pointer[k] = variance.data[k] }
             let y = newBuffer(batch * output.count)
+            let mSrc = try input(try memory(plain, x.pointer, layer: name), plain, as: md, into: &forwardSteps, layer: name)
+            let (mDst, after) = try self.output(try memory(plain, y.pointer, layer: name), plain, as: md, layer: name)
             let keep = [
-                "src": try memory(md, x.pointer, layer: name), "dst": try memory(md, y.pointer, layer: name),
+                "src": mSrc,
                 "mean": try memory(vectorMD, meanBuffer.pointer, layer: name),
                 "variance": try memory(vectorMD, varBuffer.pointer, layer: name),
                 "scale": try memory(vectorMD, scale.value.baseAddress, layer: name),
                 "shift": try memory(vectorMD, shift.value.baseAddress, layer: name),
             ]
             forwardSteps.append(.primitive(try primitive(pd, layer: name), [
-                arg(DNNL.Arg.src, keep["src"]!), arg(DNNL.Arg.mean, keep["mean"]!), arg(DNNL.Arg.variance, keep["variance"]!),
-                arg(DNNL.Arg.scale, keep["scale"]!), arg(DNNL.Arg.shift, keep["shift"]!), arg(DNNL.Arg.dst, keep["dst"]!),
+                arg(DNNL.Arg.src, mSrc), arg(DNNL.Arg.mean, keep["mean"]!), arg(DNNL.Arg.variance, keep["variance"]!),
+                arg(DNNL.Arg.scale, keep["scale"]!), arg(DNNL.Arg.shift, keep["shift"]!), arg(DNNL.Arg.dst, mDst),
             ], layer: name))
+            if let after { forwardSteps.append(after) }
             saved[name] = keep
             forwardPD[name] = pd
             produced = y
@@ -418,6 +473,8 @@ final class TrainingProgram {
     }
 
     private var aliases: Set<String> = []
+    /// The layouts a convolution's forward pass holds its input and weights in.
+    private var convLayouts: [String: (src: dnnl_memory_desc_t, weights: dnnl_memory_desc_t)] = [:]
     private var activationPD: [String: (pd: dnnl_primitive_desc_t, data: dnnl_memory_t, md: dnnl_memory_desc_t)] = [:]
 
     /// Pooling in the engine's window rules: ceil mode as extra bottom/right padding.
@@ -530,24 +587,40 @@ final class TrainingProgram {
             let weightDims = g > 1
                 ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
                 : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
-            var srcMD = try nchw(inShape, layer: name)
-            var weightMD = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
+            guard let (forwardSrc, forwardWeights) = convLayouts[name], let x = data[layer.inputs[0]] else {
+                throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
+            }
+            let plainSrc = try nchw(inShape, layer: name)
+            let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
+            let plainDst = try nchw(output, layer: name)
+            var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
+            var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
             var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
-            var dstMD = try nchw(output, layer: name)
+            var dstMD = try DNNL.desc([batch, output.c, output.h, output.w], dnnl_format_tag_any, layer: name)
             let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
             let padL: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
             let padR: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
-            let mDiffDst = try memory(dstMD, dy.pointer, layer: name)
+            let plainDiffDst = try memory(plainDst, dy.pointer, layer: name)
             var wd = dnnl_convolution_desc_t()
             try DNNL.check(withUnsafePointer(to: &biasMD) { biasPointer in
                 dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &srcMD, &weightMD,
                                                             bias == nil ? nil : biasPointer, &dstMD, strides, padL, padR)
             }, layer: name, "convolution backward weights descriptor")
             let wpd = try describe(&wd, hint: fpd, layer: name, "conv backward weights")
-            var args = [arg(DNNL.Arg.src, saved["src"]!), arg(DNNL.Arg.diffDst, mDiffDst),
-                        arg(DNNL.Arg.diffWeights, try memory(weightMD, weight.gradient.baseAddress, layer: name))]
+            guard let wSrc = DNNL.queryMD(wpd, dnnl_query_src_md), let wDiffWeights = DNNL.queryMD(wpd, dnnl_query_diff_weights_md),
+                  let wDiffDst = DNNL.queryMD(wpd, dnnl_query_diff_dst_md) else {
+                throw ZooError.engineFailure(layer: name, reason: "convolution backward did not report its layouts")
+            }
+            let mSrc = DNNL.equal(wSrc, forwardSrc)
+                ? saved["src"]!
+                : try input(try memory(plainSrc, x.pointer, layer: name), plainSrc, as: wSrc, into: &steps, layer: name)
+            let mDiffDst = try input(plainDiffDst, plainDst, as: wDiffDst, into: &steps, layer: name)
+            let (mDiffWeights, afterWeights) = try self.output(try memory(plainWeights, weight.gradient.baseAddress, layer: name),
+                                                          plainWeights, as: wDiffWeights, layer: name)
+            var args = [arg(DNNL.Arg.src, mSrc), arg(DNNL.Arg.diffDst, mDiffDst), arg(DNNL.Arg.diffWeights, mDiffWeights)]
             if let bias { args.append(arg(DNNL.Arg.diffBias, try memory(biasMD, bias.gradient.baseAddress, layer: name))) }
             steps.append(.primitive(try primitive(wpd, layer: name), args, layer: name))
+            if let afterWeights { steps.append(afterWeights) }
             if wantsInput(0) {
                 let (target, sum) = contribution(to: layer.inputs[0], by: name)
                 var dd = dnnl_convolution_desc_t()
@@ -555,10 +628,22 @@ final class TrainingProgram {
                                                                         &dstMD, strides, padL, padR),
                                layer: name, "convolution backward data descriptor")
                 let dpd = try describe(&dd, hint: fpd, layer: name, "conv backward data")
+                guard let dDiffSrc = DNNL.queryMD(dpd, dnnl_query_diff_src_md), let dWeights = DNNL.queryMD(dpd, dnnl_query_weights_md),
+                      let dDiffDst = DNNL.queryMD(dpd, dnnl_query_diff_dst_md) else {
+                    throw ZooError.engineFailure(layer: name, reason: "convolution backward did not report its layouts")
+                }
+                let mWeights = DNNL.equal(dWeights, forwardWeights)
+                    ? saved["weights"]!
+                    : try input(try memory(plainWeights, weight.value.baseAddress, layer: name), plainWeights, as: dWeights,
+                                into: &steps, layer: name)
+                let mDataDiffDst = DNNL.equal(dDiffDst, wDiffDst)
+                    ? mDiffDst : try input(plainDiffDst, plainDst, as: dDiffDst, into: &steps, layer: name)
+                let (mDiffSrc, afterData) = try self.output(try memory(plainSrc, target.pointer, layer: name), plainSrc,
+                                                       as: dDiffSrc, layer: name)
                 steps.append(.primitive(try primitive(dpd, layer: name), [
-                    arg(DNNL.Arg.diffDst, mDiffDst), arg(DNNL.Arg.weights, saved["weights"]!),
-                    arg(DNNL.Arg.diffSrc, try memory(srcMD, target.pointer, layer: name)),
+                    arg(DNNL.Arg.diffDst, mDataDiffDst), arg(DNNL.Arg.weights, mWeights), arg(DNNL.Arg.diffSrc, mDiffSrc),
                 ], layer: name))
+                if let afterData { steps.append(afterData) }
                 if let sum { steps.append(sum) }
             }
         case .batchNorm(let epsilon):
@@ -566,7 +651,8 @@ final class TrainingProgram {
                   let shape = shapes[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            var md = try nchw(shape, layer: name)
+            let plain = try nchw(shape, layer: name)
+            var md = try blockedBatchNormMD(shape, layer: name)
             var dataMD = md
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
             var d = dnnl_batch_normalization_desc_t()
@@ -577,15 +663,18 @@ final class TrainingProgram {
             // oneDNN always writes diff_src here; when nothing upstream wants it, it lands in scratch.
             let (target, sum): (Buffer, Step?) = wantsInput(0) ? contribution(to: layer.inputs[0], by: name) : (scratch, nil)
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
+            let mDiffDst = try input(try memory(plain, dy.pointer, layer: name), plain, as: md, into: &steps, layer: name)
+            let (mDiffSrc, after) = try self.output(try memory(plain, target.pointer, layer: name), plain, as: md, layer: name)
             steps.append(.primitive(try primitive(bpd, layer: name), [
                 arg(DNNL.Arg.src, saved["src"]!), arg(DNNL.Arg.mean, saved["mean"]!), arg(DNNL.Arg.variance, saved["variance"]!),
                 // oneDNN 2.6 lists the shift as an input of the backward pass too.
                 arg(DNNL.Arg.scale, saved["scale"]!), arg(DNNL.Arg.shift, saved["shift"]!),
-                arg(DNNL.Arg.diffDst, try memory(md, dy.pointer, layer: name)),
-                arg(DNNL.Arg.diffSrc, try memory(md, target.pointer, layer: name)),
+                arg(DNNL.Arg.diffDst, mDiffDst), arg(DNNL.Arg.diffSrc, mDiffSrc),
                 arg(DNNL.Arg.diffScale, try memory(vectorMD, scale.gradient.baseAddress, layer: name)),
                 arg(DNNL.Arg.diffShift, try memory(vectorMD, shift.gradient.baseAddress, layer: name)),
             ], layer: name))
+            // Nothing upstream wants the input's gradient: skip copying it out.
+            if let after, wantsInput(0) { steps.append(after) }
             if let sum { steps.append(sum) }
         case .maxPool, .avgPool, .adaptiveAvgPool:
             guard wantsInput(0) else { break }

@@ -71,10 +71,10 @@ final class TrainingBackwardTests: XCTestCase {
     }
 
     /// Every parameter's gradient against central differences of the float32 forward pass.
-    func testGradientsMatchFiniteDifferences() throws {
-        let weights = try Self.fixture("gradnet.safetensors")
-        let x = try XCTUnwrap(weights["x"]).data, dy = try XCTUnwrap(weights["dy"]).data
-        let (program, parameters) = try gradProgram(weights, batch: 3, arch: Self.gradNet(act: .tanh))
+    func checkFiniteDifferences(_ arch: Architecture, weights: [String: Tensor], x: [Float], dy: [Float],
+                                blocked: Bool) throws {
+        let (program, parameters) = try gradProgram(weights, batch: dy.count / arch.defaultClasses, arch: arch)
+        XCTAssertEqual(program.blocked, blocked, "layout of the feature maps")
         _ = try loss(program, x: x, dy: dy)
         for i in dy.indices { program.outputGradient[i] = dy[i] }
         try program.backward()
@@ -88,11 +88,55 @@ final class TrainingBackwardTests: XCTestCase {
                 p.value[k] = saved - h; let down = try loss(program, x: x, dy: dy)
                 p.value[k] = saved
                 let numeric = (up - down) / Double(2 * h)
-                XCTAssertEqual(Double(analytic[k]), numeric, accuracy: 1e-2 * max(1, abs(numeric)), "\(p.name)[\(k)]")
+                XCTAssertEqual(Double(analytic[k]), numeric, accuracy: 1e-2 * max(1, abs(numeric)), "\(arch.id) \(p.name)[\(k)]")
                 checked += 1
             }
         }
         XCTAssertGreaterThan(checked, 100)
+    }
+
+    /// Plain NCHW feature maps (channel counts that do not fill blocks of 16).
+    func testGradientsMatchFiniteDifferences() throws {
+        let weights = try Self.fixture("gradnet.safetensors")
+        try checkFiniteDifferences(Self.gradNet(act: .tanh), weights: weights, x: try XCTUnwrap(weights["x"]).data,
+                                   dy: try XCTUnwrap(weights["dy"]).data, blocked: false)
+    }
+
+    /// nChw16c feature maps: the same layer kinds at 16-channel widths, and a flatten of a
+    /// 3x3 map (out of the blocked layout) before the first linear layer.
+    static let gradNet16 = Architecture(
+        id: "gradnet16", title: "GradNet16", family: .lenet, variant: "test graph", namingSource: "test",
+        inputChannels: 16, defaultInputSize: Size2(6), acceptsOtherInputSizes: false, defaultClasses: 5,
+        headLayer: "fc", publishedParameters: nil, preprocessing: .grayscaleUnit
+    ) { classes in
+        let b = NetworkBuilder()
+        b.conv("c1", 16, kernel: 3, pad: 1, groups: 2, act: .tanh)
+        b.batchNorm("bn1", epsilon: 1e-5, act: .tanh)
+        b.maxPool("p1", kernel: 3, stride: 2, ceil: true)
+        let n1 = b.lrn("n1", size: 5, alpha: 1e-2, beta: 0.75, k: 2)
+        let a = b.conv("c2a", 16, kernel: 1, act: .tanh, from: n1)
+        b.conv("c2b", 16, kernel: 3, pad: 1, bias: false, from: n1)
+        let bb = b.batchNorm("bn2b", epsilon: 1e-3)
+        b.avgPool("p2c", kernel: 3, stride: 1, padding: Padding(1), from: n1)
+        let c = b.conv("c2c", 16, kernel: 1)
+        let cat = b.concat("cat", [a, bb, c])
+        b.conv("c3", 48, kernel: 3, pad: 1)
+        let r = b.batchNorm("bn3", epsilon: 1e-5)
+        b.add("add", [r, cat], act: .tanh)
+        b.flatten()
+        b.linear("fc1", 8, act: .tanh)
+        b.linear("fc", classes)
+        return b.layers
+    }
+
+    func testBlockedLayoutGradientsMatchFiniteDifferences() throws {
+        let arch = Self.gradNet16
+        let net = try arch.resolve()
+        let weights = RandomWeights.make(net, seed: 16)
+        var generator = SplitMix64(seed: 17)
+        let x = (0..<(2 * net.input.count)).map { _ in Float(generator.nextNormal()) }
+        let dy = (0..<10).map { _ in Float(generator.nextNormal()) }
+        try checkFiniteDifferences(arch, weights: weights, x: x, dy: dy, blocked: true)
     }
 
     /// Every parameter's gradient within 1e-4 of torch.autograd's on the same weights and batch.

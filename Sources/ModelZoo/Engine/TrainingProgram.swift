@@ -85,7 +85,12 @@ final class TrainingProgram {
     private(set) var kernels: [(layer: String, implementation: String)] = []
 
     /// The network input of the tail (`batch` rows of `inputShape`).
-    var input: UnsafeMutablePointer<Float> { data[inputName]!.pointer }
+    var input: UnsafeMutablePointer<Float> { plainInput.pointer }
+    private let plainInput: Buffer
+    /// Whether 4-d values are held in nChw16c (see `act4`).
+    private(set) var blocked = false
+    /// Values held as 4-d feature maps (in `act4`'s layout).
+    private var fourD: Set<String> = []
     /// Logits after `forward`, `batch` rows.
     var output: UnsafeMutablePointer<Float> { data[outputName]!.pointer }
     /// Where the caller writes d(loss)/d(logits) before `backward`.
@@ -115,8 +120,37 @@ final class TrainingProgram {
         let largest = max(inputShape.count, layers.map { $0.output.count }.max() ?? 1)
         scratch = Buffer(count: batch * largest)
 
-        data[inputName] = Buffer(count: batch * inputShape.count)
+        // 4-d values: the outputs of layers that make feature maps, and the tail's input
+        // when such a layer reads it.
+        var fourD: [Shape3] = []
+        var fourDNames: Set<String> = []
+        for resolved in layers {
+            switch resolved.layer.op {
+            case .conv, .batchNorm, .maxPool, .avgPool, .adaptiveAvgPool, .lrn, .concat, .add:
+                fourD.append(resolved.output)
+                fourDNames.insert(resolved.layer.name)
+                if resolved.layer.inputs.contains(inputName) { fourDNames.insert(inputName); fourD.append(inputShape) }
+            case .dropout:
+                if fourDNames.contains(resolved.layer.inputs[0]) { fourDNames.insert(resolved.layer.name) }
+            default: break
+            }
+        }
+        blocked = !fourD.isEmpty && fourD.allSatisfy { $0.c % 16 == 0 }
+        self.fourD = fourDNames
+        plainInput = Buffer(count: batch * inputShape.count)
         shapes[inputName] = inputShape
+        if blocked && fourDNames.contains(inputName) {
+            // The cache holds plain NCHW features: reorder them in once per step.
+            let placed = newBuffer(batch * inputShape.count)
+            let plainMD = try nchw(inputShape, layer: inputName)
+            let blockedMD = try act4(inputShape, layer: inputName)
+            forwardSteps.append(try reorder(try memory(plainMD, plainInput.pointer, layer: inputName), plainMD,
+                                            to: try memory(blockedMD, placed.pointer, layer: inputName), blockedMD,
+                                            layer: inputName))
+            data[inputName] = placed
+        } else {
+            data[inputName] = plainInput
+        }
         // A value needs a gradient when a trained parameter lies on a path to it.
         for resolved in layers where !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
             needsDiff.insert(resolved.layer.name)
@@ -202,6 +236,15 @@ final class TrainingProgram {
         try DNNL.desc([batch, shape.c, shape.h, shape.w], dnnl_nchw, layer: layer)
     }
 
+    /// The layout every 4-d activation and its gradient is kept in between layers:
+    /// nChw16c when every such tensor's channels fill whole blocks of 16 (then convolution,
+    /// BatchNorm, pooling and LRN read and write it without reorders, and concat and add,
+    /// which work per image on contiguous channel ranges or elementwise, are unaffected);
+    /// plain NCHW otherwise.
+    private func act4(_ shape: Shape3, layer: String) throws -> dnnl_memory_desc_t {
+        try DNNL.desc([batch, shape.c, shape.h, shape.w], blocked ? dnnl_nChw16c : dnnl_nchw, layer: layer)
+    }
+
     private func source(_ name: String, for layer: String) throws -> (Buffer, Shape3) {
         guard let buffer = data[name], let shape = shapes[name] else {
             throw ZooError.engineFailure(layer: layer, reason: "reads '\(name)', which the trained tail does not compute before it")
@@ -247,7 +290,7 @@ final class TrainingProgram {
     /// kernels run in), otherwise the plain layout.
     private func blockedBatchNormMD(_ shape: Shape3, layer: String) throws -> dnnl_memory_desc_t {
         shape.c % 16 == 0 ? try DNNL.desc([batch, shape.c, shape.h, shape.w], dnnl_nChw16c, layer: layer)
-                          : try nchw(shape, layer: layer)
+                          : try act4(shape, layer: layer)
     }
 
     // MARK: - Forward
@@ -278,9 +321,9 @@ final class TrainingProgram {
             let weightDims = g > 1
                 ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
                 : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
-            let plainSrc = try nchw(inShape, layer: name)
+            let plainSrc = try act4(inShape, layer: name)
             let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
-            let plainDst = try nchw(output, layer: name)
+            let plainDst = try act4(output, layer: name)
             var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
             var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
             var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
@@ -326,7 +369,7 @@ final class TrainingProgram {
                   mean.data.count == shape.c, variance.data.count == shape.c else {
                 throw ZooError.engineFailure(layer: name, reason: "BatchNorm parameters or statistics are missing")
             }
-            let plain = try nchw(shape, layer: name)
+            let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
             var d = dnnl_batch_normalization_desc_t()
@@ -373,7 +416,7 @@ final class TrainingProgram {
             }
         case .lrn(let spec):
             let (x, shape) = try source(layer.inputs[0], for: name)
-            var md = try nchw(shape, layer: name)
+            var md = try act4(shape, layer: name)
             var d = dnnl_lrn_desc_t()
             try DNNL.check(dnnl_lrn_forward_desc_init(&d, dnnl_forward_training, dnnl_lrn_across_channels, &md,
                                                       Int64(spec.size), Float(spec.alpha), Float(spec.beta), Float(spec.k)),
@@ -392,6 +435,9 @@ final class TrainingProgram {
             produced = y
         case .linear(let outFeatures, _):
             let (x, inShape) = try source(layer.inputs[0], for: name)
+            if blocked, fourD.contains(layer.inputs[0]), inShape.h * inShape.w > 1 {
+                throw ZooError.engineFailure(layer: name, reason: "reads a feature map without a flatten before it")
+            }
             guard let weight = try param(.weight) else { throw ZooError.engineFailure(layer: name, reason: "has no weight") }
             let bias = try param(.bias)
             var srcMD = try DNNL.desc([batch, inShape.count], dnnl_ab, layer: name)
@@ -421,9 +467,18 @@ final class TrainingProgram {
         case .flatten, .dropout:
             // Dropout is the identity here, as in evaluation: the trainer runs the network
             // as it will be used, and its frozen BatchNorm statistics assume the same.
-            let (x, _) = try source(layer.inputs[0], for: name)
-            produced = x
-            aliases.insert(name)
+            let (x, shape) = try source(layer.inputs[0], for: name)
+            if case .flatten = layer.op, blocked, fourD.contains(layer.inputs[0]), shape.h * shape.w > 1 {
+                // Flattening is in C,H,W order: out of the blocked layout first.
+                let y = newBuffer(batch * shape.count)
+                let blockedMD = try act4(shape, layer: name), plainMD = try nchw(shape, layer: name)
+                forwardSteps.append(try reorder(try memory(blockedMD, x.pointer, layer: name), blockedMD,
+                                                to: try memory(plainMD, y.pointer, layer: name), plainMD, layer: name))
+                produced = y
+            } else {
+                produced = x
+                aliases.insert(name)
+            }
         case .concat:
             let sources = try layer.inputs.map { try source($0, for: name) }
             let y = newBuffer(batch * output.count)
@@ -494,8 +549,8 @@ final class TrainingProgram {
             }
             algorithm = spec.countIncludePad && declared ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding
         }
-        var srcMD = try nchw(shape, layer: name)
-        var dstMD = try nchw(output, layer: name)
+        var srcMD = try act4(shape, layer: name)
+        var dstMD = try act4(output, layer: name)
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let kernel: [Int64] = [Int64(spec.kernel.h), Int64(spec.kernel.w)]
         let padL: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
@@ -590,9 +645,9 @@ final class TrainingProgram {
             guard let (forwardSrc, forwardWeights) = convLayouts[name], let x = data[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            let plainSrc = try nchw(inShape, layer: name)
+            let plainSrc = try act4(inShape, layer: name)
             let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
-            let plainDst = try nchw(output, layer: name)
+            let plainDst = try act4(output, layer: name)
             var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
             var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
             var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
@@ -651,7 +706,7 @@ final class TrainingProgram {
                   let shape = shapes[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            let plain = try nchw(shape, layer: name)
+            let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
             var dataMD = md
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
@@ -686,8 +741,8 @@ final class TrainingProgram {
                   let shape = shapes[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            var srcMD = try nchw(shape, layer: name)
-            var dstMD = try nchw(resolved.output, layer: name)
+            var srcMD = try act4(shape, layer: name)
+            var dstMD = try act4(resolved.output, layer: name)
             var d = dnnl_pooling_desc_t()
             try DNNL.check(dnnl_pooling_backward_desc_init(&d, algorithm, &srcMD, &dstMD, strides, kernel, padL, padR),
                            layer: name, "pooling backward descriptor")
@@ -703,7 +758,7 @@ final class TrainingProgram {
             guard let fpd = forwardPD[name], let shape = shapes[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            var md = try nchw(shape, layer: name)
+            var md = try act4(shape, layer: name)
             var dataMD = md
             var d = dnnl_lrn_desc_t()
             try DNNL.check(dnnl_lrn_backward_desc_init(&d, dnnl_lrn_across_channels, &md, &dataMD, Int64(spec.size),
@@ -748,7 +803,16 @@ final class TrainingProgram {
                 if let sum { steps.append(sum) }
             }
         case .flatten, .dropout:
-            if wantsInput(0) { steps += copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name) }
+            guard wantsInput(0) else { break }
+            if aliases.contains(name) {
+                steps += copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name)
+            } else if let shape = shapes[layer.inputs[0]] {
+                let (target, sum) = contribution(to: layer.inputs[0], by: name)
+                let blockedMD = try act4(shape, layer: name), plainMD = try nchw(shape, layer: name)
+                steps.append(try reorder(try memory(plainMD, dy.pointer, layer: name), plainMD,
+                                         to: try memory(blockedMD, target.pointer, layer: name), blockedMD, layer: name))
+                if let sum { steps.append(sum) }
+            }
         case .add:
             for (index, input) in layer.inputs.enumerated() where wantsInput(index) {
                 steps += copyGradient(from: dy, count: batch * resolved.output.count, to: input, by: name)

@@ -371,7 +371,10 @@ final class TrainingProgram {
             }
             let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
-            let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            var flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            // A following ReLU runs inside the BatchNorm (its mask kept in the workspace):
+            // one pass over the tensor instead of two, each way.
+            if layer.activation == .relu { flags |= dnnl_fuse_norm_relu.rawValue }
             var d = dnnl_batch_normalization_desc_t()
             try DNNL.check(dnnl_batch_normalization_forward_desc_init(&d, dnnl_forward_training, &md, Float(epsilon),
                                                                       UInt32(flags)), layer: name, "BatchNorm descriptor")
@@ -382,17 +385,22 @@ final class TrainingProgram {
             let y = newBuffer(batch * output.count)
             let mSrc = try input(try memory(plain, x.pointer, layer: name), plain, as: md, into: &forwardSteps, layer: name)
             let (mDst, after) = try self.output(try memory(plain, y.pointer, layer: name), plain, as: md, layer: name)
-            let keep = [
+            var keep = [
                 "src": mSrc,
                 "mean": try memory(vectorMD, meanBuffer.pointer, layer: name),
                 "variance": try memory(vectorMD, varBuffer.pointer, layer: name),
                 "scale": try memory(vectorMD, scale.value.baseAddress, layer: name),
                 "shift": try memory(vectorMD, shift.value.baseAddress, layer: name),
             ]
-            forwardSteps.append(.primitive(try primitive(pd, layer: name), [
+            var args = [
                 arg(DNNL.Arg.src, mSrc), arg(DNNL.Arg.mean, keep["mean"]!), arg(DNNL.Arg.variance, keep["variance"]!),
                 arg(DNNL.Arg.scale, keep["scale"]!), arg(DNNL.Arg.shift, keep["shift"]!), arg(DNNL.Arg.dst, mDst),
-            ], layer: name))
+            ]
+            if let ws = try queried(pd, dnnl_query_workspace_md, layer: name) {
+                keep["workspace"] = ws
+                args.append(arg(DNNL.Arg.workspace, ws))
+            }
+            forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
             if let after { forwardSteps.append(after) }
             saved[name] = keep
             forwardPD[name] = pd
@@ -510,7 +518,9 @@ final class TrainingProgram {
         guard let produced else { return }
         data[name] = produced
         shapes[name] = output
-        if let activation = layer.activation {
+        var fusedReLU = false
+        if case .batchNorm = layer.op, layer.activation == .relu { fusedReLU = true }
+        if let activation = layer.activation, !fusedReLU {
             guard !aliases.contains(name) else {
                 throw ZooError.engineFailure(layer: name, reason: "an activation on a view layer is not supported")
             }
@@ -709,7 +719,8 @@ final class TrainingProgram {
             let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
             var dataMD = md
-            let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            var flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            if layer.activation == .relu { flags |= dnnl_fuse_norm_relu.rawValue }
             var d = dnnl_batch_normalization_desc_t()
             try DNNL.check(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &md, &dataMD, Float(epsilon),
                                                                        UInt32(flags)),
@@ -720,14 +731,16 @@ final class TrainingProgram {
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
             let mDiffDst = try input(try memory(plain, dy.pointer, layer: name), plain, as: md, into: &steps, layer: name)
             let (mDiffSrc, after) = try self.output(try memory(plain, target.pointer, layer: name), plain, as: md, layer: name)
-            steps.append(.primitive(try primitive(bpd, layer: name), [
+            var args = [
                 arg(DNNL.Arg.src, saved["src"]!), arg(DNNL.Arg.mean, saved["mean"]!), arg(DNNL.Arg.variance, saved["variance"]!),
                 // oneDNN 2.6 lists the shift as an input of the backward pass too.
                 arg(DNNL.Arg.scale, saved["scale"]!), arg(DNNL.Arg.shift, saved["shift"]!),
                 arg(DNNL.Arg.diffDst, mDiffDst), arg(DNNL.Arg.diffSrc, mDiffSrc),
                 arg(DNNL.Arg.diffScale, try memory(vectorMD, scale.gradient.baseAddress, layer: name)),
                 arg(DNNL.Arg.diffShift, try memory(vectorMD, shift.gradient.baseAddress, layer: name)),
-            ], layer: name))
+            ]
+            if let ws = saved["workspace"] { args.append(arg(DNNL.Arg.workspace, ws)) }
+            steps.append(.primitive(try primitive(bpd, layer: name), args, layer: name))
             // Nothing upstream wants the input's gradient: skip copying it out.
             if let after, wantsInput(0) { steps.append(after) }
             if let sum { steps.append(sum) }

@@ -78,11 +78,8 @@ final class TrainingProgram {
     private let outputName: String
     /// One buffer a reader writes its gradient contribution into before it is summed in.
     private var scratch: Buffer
-    /// Names (in reverse execution order) of the readers that have contributed to each
-    /// value so far while the backward steps are built.
+    /// Values whose gradient already has a contribution, while the backward steps are built.
     private var contributed: Set<String> = []
-    /// Implementation oneDNN chose per primitive, for the benchmark's diagnostics.
-    private(set) var kernels: [(layer: String, implementation: String)] = []
 
     /// The network input of the tail (`batch` rows of `inputShape`).
     var input: UnsafeMutablePointer<Float> { plainInput.pointer }
@@ -212,7 +209,6 @@ final class TrainingProgram {
         try DNNL.check(status, layer: layer, what)
         guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "\(what): no descriptor") }
         resources.keep(descriptor: pd)
-        kernels.append((layer + " " + what, DNNL.implementationName(pd)))
         return pd
     }
 

@@ -15,6 +15,7 @@ Needs torch, torchvision, numpy, pillow, safetensors (Tools/requirements-tools.t
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def zoo_rate(zoo, threads, batch, epochs, images_per_class):
     command = [zoo, "finetune", "--weights", weights, "--data", data, "--out", out, "--train-last", "2",
                "--optimizer", "sgd", "--epochs", str(epochs), "--batch", str(batch), "--threads", str(threads)]
     run = subprocess.run(command, capture_output=True, text=True)
+    shutil.rmtree(work, ignore_errors=True)
     if run.returncode != 0:
         sys.exit(run.stdout + run.stderr)
     rates = [float(r) for r in re.findall(r"epoch \d+/\d+ .* ([\d.]+) img/s", run.stdout)]

@@ -65,10 +65,17 @@ struct Summary: ParsableCommand {
     @Option(help: "text, markdown or json.")
     var format: SummaryFormat = .text
 
+    @Flag(help: "List the blocks `zoo finetune --train-last K` counts (ResNet blocks, Inception modules, VGG stages, layers otherwise).")
+    var blocks = false
+
     func run() throws {
         try reportingErrors {
             let arch = try ArchitectureRegistry.find(architecture)
             let net = try arch.resolve(classes: classes, inputSize: inputSize)
+            if blocks {
+                print(TransferBlocks.render(net, json: format == .json), terminator: "")
+                return
+            }
             print(SummaryRenderer.render(net, as: format), terminator: "")
         }
     }

@@ -32,8 +32,9 @@ struct Finetune: ParsableCommand {
             regression (L-BFGS on standardised features, C chosen on the validation images from a short \
             grid), with nothing to tune. --optimizer sgd trains it by SGD instead (--epochs, --lr, --batch, \
             --weight-decay; giving any of them selects SGD), and so does --train-last K, which also trains \
-            the K layers with parameters before the head (Linear, Conv, BatchNorm, pooling; in plain Swift, \
-            meant for small networks); the best epoch by validation accuracy is kept. --augment N trains on \
+            the last K blocks before the head (a ResNet block, an Inception module, a VGG conv stage, a \
+            layer elsewhere: zoo summary ARCH --blocks), forward and backward with oneDNN on the cached \
+            output of the frozen front; the best epoch by validation accuracy is kept. --augment N trains on \
             N random resized crops (and flips, unless --no-flip) of each training image. OUT is written in \
             the format its extension names, with the class names.
             """)
@@ -61,7 +62,7 @@ struct Finetune: ParsableCommand {
     var exportFeatures: String?
     @Option(name: .customLong("val-split"), help: "Share of each class held out for validation when DATA has no train/ and val/.")
     var valSplit: Double = 0.2
-    @Option(name: .customLong("train-last"), help: "Also train this many layers with parameters before the head.")
+    @Option(name: .customLong("train-last"), help: "Also train the last K blocks before the head (ResNet blocks, Inception modules, VGG conv stages, layers otherwise: see zoo summary ARCH --blocks).")
     var trainLast: Int = 0
     @Option(help: "Seed for the validation split, the augmented views and (SGD) the head's initial weights and shuffles.")
     var seed: UInt64 = 0

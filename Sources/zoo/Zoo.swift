@@ -47,7 +47,7 @@ struct Zoo: ParsableCommand {
 let flagForParameter: [String: String] = [
     "outputPath": "--out", "trainLast": "--train-last", "optimizer": "--optimizer", "augmentation": "--augment",
     "validationFraction": "--val-split", "reportDirectory": "--report", "batch": "--batch", "format": "--to",
-    "force": "--force", "output": "output", "extractionBatch": "feature batch",
+    "force": "--force", "epochs": "--epochs", "learningRate": "--lr", "weightDecay": "--weight-decay", "output": "output", "extractionBatch": "feature batch",
 ]
 
 /// Prints a library error the way users read it and returns the exit code to throw.

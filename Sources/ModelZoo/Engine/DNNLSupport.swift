@@ -85,6 +85,13 @@ enum DNNL {
         static let shift: Int32 = 52
         static let scratchpad: Int32 = 80
         static let multipleSrc: Int32 = 1024
+        static let workspace: Int32 = 64
+        static let diffSrc: Int32 = 129
+        static let diffDst: Int32 = 145
+        static let diffWeights: Int32 = 161
+        static let diffBias: Int32 = 169
+        static let diffScale: Int32 = 255
+        static let diffShift: Int32 = 256
     }
 }
 

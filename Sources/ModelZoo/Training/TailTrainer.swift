@@ -48,85 +48,78 @@ public final class TailTrainer {
 
     public let plan: TransferPlan
     public let hyper: Hyperparameters
-    let stages: [TrainableStage]
     let parameters: [TrainableParameter]
+    /// BatchNorm running statistics of the trained layers, frozen.
+    let frozen: [String: Tensor]
+    /// The tail compiled per batch size (the last batch of an epoch may be short).
+    private var programs: [Int: TrainingProgram] = [:]
 
     /// Builds the tail from `weights` (the pretrained values of every trained layer but the
     /// head) and a freshly initialised head: weights uniform in +-1/sqrt(fan_in), as
     /// torch.nn.Linear draws them, biases 0.
     public init(plan: TransferPlan, pretrained weights: [String: Tensor], hyper: Hyperparameters) throws {
         guard hyper.epochs >= 1, hyper.epochs <= 100_000 else {
-            throw ZooError.invalidArgument("--epochs must be between 1 and 100000, got \(hyper.epochs)")
+            throw ZooError.invalidParameter(name: "epochs", message: "{epochs} must be between 1 and 100000, got \(hyper.epochs)")
         }
         guard hyper.batch >= 1, hyper.batch <= 65536 else {
-            throw ZooError.invalidArgument("--batch must be between 1 and 65536, got \(hyper.batch)")
+            throw ZooError.invalidParameter(name: "batch", message: "{batch} must be between 1 and 65536, got \(hyper.batch)")
         }
         guard hyper.learningRate > 0, hyper.learningRate.isFinite else {
-            throw ZooError.invalidArgument("--lr must be a positive number, got \(hyper.learningRate)")
+            throw ZooError.invalidParameter(name: "learningRate", message: "{learningRate} must be a positive number, got \(hyper.learningRate)")
         }
         guard hyper.weightDecay >= 0, hyper.weightDecay.isFinite else {
-            throw ZooError.invalidArgument("--weight-decay must be 0 or more, got \(hyper.weightDecay)")
+            throw ZooError.invalidParameter(name: "weightDecay", message: "{weightDecay} must be 0 or more, got \(hyper.weightDecay)")
         }
         self.plan = plan
         self.hyper = hyper
         var generator = SplitMix64(seed: hyper.seed ^ 0x4845_4144)  // "HEAD"
         let headName = plan.target.architecture.headLayer
-        var stages: [TrainableStage] = []
+        var parameters: [TrainableParameter] = []
+        var frozen: [String: Tensor] = [:]
         for resolved in plan.trainedLayers {
             let layer = resolved.layer
-            func parameter(_ role: ParameterRole) throws -> TrainableParameter? {
-                guard let spec = resolved.parameters.first(where: { $0.role == role }) else { return nil }
+            var isBatchNorm = false
+            if case .batchNorm = layer.op { isBatchNorm = true }
+            for spec in resolved.parameters {
                 if layer.name == headName {
                     let fanIn = spec.shape.dropFirst().reduce(1, *)
                     let bound = 1 / Double(max(fanIn, 1)).squareRoot()
-                    let values: [Float] = role == .weight
+                    let values: [Float] = spec.role == .weight
                         ? (0..<spec.count).map { _ in Float((generator.nextUniform() * 2 - 1) * bound) }
                         : [Float](repeating: 0, count: spec.count)
-                    return TrainableParameter(name: spec.name, shape: spec.shape, value: values, decays: role == .weight)
+                    parameters.append(TrainableParameter(name: spec.name, shape: spec.shape, value: values,
+                                                         decays: spec.role == .weight))
+                    continue
                 }
                 guard let tensor = weights[spec.name], tensor.shape == spec.shape else {
                     throw ZooError.engineFailure(layer: layer.name, reason: "pretrained '\(spec.name)' is missing or misshapen")
                 }
                 // BatchNorm's scale is a "weight" too, but decaying it toward 0 would switch
                 // channels off: only conv and linear weights decay.
-                var isBatchNorm = false
-                if case .batchNorm = layer.op { isBatchNorm = true }
-                return TrainableParameter(name: spec.name, shape: spec.shape, value: tensor.data,
-                                          decays: role == .weight && !isBatchNorm)
+                parameters.append(TrainableParameter(name: spec.name, shape: spec.shape, value: tensor.data,
+                                                     decays: spec.role == .weight && !isBatchNorm))
             }
-            switch layer.op {
-            case .linear:
-                guard let weight = try parameter(.weight) else {
-                    throw ZooError.engineFailure(layer: layer.name, reason: "has no weight")
+            for spec in resolved.buffers {
+                guard let tensor = weights[spec.name], tensor.shape == spec.shape else {
+                    throw ZooError.engineFailure(layer: layer.name, reason: "BatchNorm statistic '\(spec.name)' is missing or misshapen")
                 }
-                stages.append(LinearStage(weight: weight, bias: try parameter(.bias), activation: layer.activation))
-            case .conv(let spec):
-                guard let weight = try parameter(.weight), let input = resolved.inputShapes.first else {
-                    throw ZooError.engineFailure(layer: layer.name, reason: "has no weight")
-                }
-                stages.append(ConvStage(weight: weight, bias: try parameter(.bias), spec: spec, inShape: input,
-                                        outShape: resolved.output, activation: layer.activation))
-            case .maxPool(let spec), .avgPool(let spec):
-                guard let input = resolved.inputShapes.first else { throw ZooError.engineFailure(layer: layer.name, reason: "no input") }
-                var isMax = false
-                if case .maxPool = layer.op { isMax = true }
-                stages.append(PoolStage(spec: spec, isMax: isMax, inShape: input, outShape: resolved.output))
-            case .batchNorm(let epsilon):
-                guard let scale = try parameter(.weight), let shift = try parameter(.bias),
-                      let mean = resolved.buffers.first(where: { $0.role == .runningMean }).flatMap({ weights[$0.name] }),
-                      let variance = resolved.buffers.first(where: { $0.role == .runningVar }).flatMap({ weights[$0.name] }) else {
-                    throw ZooError.engineFailure(layer: layer.name, reason: "BatchNorm parameters or statistics are missing")
-                }
-                stages.append(BatchNormStage(scale: scale, shift: shift, mean: mean.data, variance: variance.data,
-                                             epsilon: epsilon, shape: resolved.output, activation: layer.activation))
-            case .flatten, .dropout, .adaptiveAvgPool:
-                stages.append(IdentityStage())
-            default:
-                throw ZooError.engineFailure(layer: layer.name, reason: "\(layer.op.typeName) cannot be trained here")
+                frozen[spec.name] = tensor
             }
         }
-        self.stages = stages
-        self.parameters = stages.flatMap(\.parameters)
+        self.parameters = parameters
+        self.frozen = frozen
+        // Compiled now so that an unsupported layer fails before any epoch runs.
+        _ = try program(batch: min(hyper.batch, 65536))
+    }
+
+    /// The tail compiled for `batch` rows.
+    func program(batch: Int) throws -> TrainingProgram {
+        if let program = programs[batch] { return program }
+        let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) })
+        let program = try TrainingProgram(layers: plan.trainedLayers, inputName: plan.featureLayer,
+                                          inputShape: plan.featureShape, parameters: byName, frozen: frozen, batch: batch)
+        programs[batch] = program
+        return program
     }
 
     /// Cosine decay from the base rate to 0 over the run, evaluated at the start of `epoch`
@@ -135,25 +128,30 @@ public final class TailTrainer {
         hyper.learningRate * 0.5 * (1 + cos(Double.pi * Double(epoch) / Double(hyper.epochs)))
     }
 
-    /// Logits for rows of `features`.
-    func logits(_ rows: [Int], of features: FeatureSet, training: Bool) -> [Float] {
-        var x = [Float]()
-        x.reserveCapacity(rows.count * features.dimension)
-        for row in rows { x += features.values[(row * features.dimension)..<((row + 1) * features.dimension)] }
-        for stage in stages { x = stage.forward(x, batch: rows.count, training: training) }
-        return x
+    /// Logits for rows of `features` (at most the training batch of them), computed by the
+    /// program that then holds what backward needs.
+    func logits(_ rows: [Int], of features: FeatureSet) throws -> (TrainingProgram, UnsafeBufferPointer<Float>) {
+        let program = try program(batch: rows.count)
+        let d = features.dimension
+        features.values.withUnsafeBufferPointer { values in
+            for (i, row) in rows.enumerated() {
+                (program.input + i * d).update(from: values.baseAddress! + row * d, count: d)
+            }
+        }
+        try program.forward()
+        return (program, UnsafeBufferPointer(start: program.output, count: rows.count * plan.target.classes))
     }
 
     /// Fraction of `features`' usable rows the current tail classifies right.
-    public func accuracy(on features: FeatureSet) -> Double {
+    public func accuracy(on features: FeatureSet) throws -> Double {
         let rows = features.usableIndices
         guard !rows.isEmpty else { return 0 }
         let classes = plan.target.classes
         var correct = 0
         var start = 0
         while start < rows.count {
-            let chunk = Array(rows[start..<min(start + 256, rows.count)])
-            let out = logits(chunk, of: features, training: false)
+            let chunk = Array(rows[start..<min(start + hyper.batch, rows.count)])
+            let out = try logits(chunk, of: features).1
             for (i, row) in chunk.enumerated() where Self.argmax(out, row: i, width: classes) == features.labels[row] {
                 correct += 1
             }
@@ -162,7 +160,7 @@ public final class TailTrainer {
         return Double(correct) / Double(rows.count)
     }
 
-    static func argmax(_ values: [Float], row: Int, width: Int) -> Int {
+    static func argmax<C: RandomAccessCollection>(_ values: C, row: Int, width: Int) -> Int where C.Element == Float, C.Index == Int {
         var best = 0
         for j in 1..<max(width, 1) where values[row * width + j] > values[row * width + best] { best = j }
         return best
@@ -198,8 +196,8 @@ public final class TailTrainer {
             var start = 0
             while start < order.count {
                 let chunk = Array(order[start..<min(start + hyper.batch, order.count)])
-                let out = logits(chunk, of: train, training: true)
-                var grad = [Float](repeating: 0, count: out.count)
+                let (program, out) = try logits(chunk, of: train)
+                let grad = program.outputGradient
                 for (i, row) in chunk.enumerated() {
                     let label = train.labels[row]
                     let base = i * classes
@@ -214,11 +212,7 @@ public final class TailTrainer {
                     lossSum += log(sum) - Double(out[base + label] - maxLogit)
                     if Self.argmax(out, row: i, width: classes) == label { correct += 1 }
                 }
-                for p in parameters { for k in p.gradient.indices { p.gradient[k] = 0 } }
-                var g = grad
-                for (index, stage) in stages.enumerated().reversed() {
-                    g = stage.backward(g, batch: chunk.count, needInput: index > 0)
-                }
+                try program.backward()
                 step(rate: rate)
                 start += chunk.count
             }
@@ -229,7 +223,7 @@ public final class TailTrainer {
                     "training diverged at epoch \(epoch + 1) (loss is \(loss)); try a smaller --lr than \(hyper.learningRate)")
             }
             lastTrainAccuracy = Double(correct) / Double(order.count)
-            let valAccuracy: Double? = valRows.isEmpty ? nil : validation.map { accuracy(on: $0) }
+            let valAccuracy: Double? = valRows.isEmpty ? nil : try validation.map { try accuracy(on: $0) }
             // Without a validation set the last epoch is the one kept.
             let score = valAccuracy ?? Double(epoch)
             let isBest = best == nil || score > (best?.accuracy ?? -1)
@@ -245,7 +239,7 @@ public final class TailTrainer {
         }
         let chosen = best?.values ?? snapshot()
         var result: [String: Tensor] = [:]
-        for p in parameters { result[p.name] = Tensor(shape: p.shape, data: chosen[p.name] ?? p.value) }
+        for p in parameters { result[p.name] = Tensor(shape: p.shape, data: chosen[p.name] ?? p.values) }
         return Outcome(weights: result, bestEpoch: best?.epoch ?? 0,
                        bestValidationAccuracy: valRows.isEmpty ? nil : best?.accuracy,
                        finalTrainAccuracy: lastTrainAccuracy, epochsRun: epochsRun)
@@ -255,33 +249,33 @@ public final class TailTrainer {
     private func step(rate: Double) {
         let lr = Float(rate), mu = Float(hyper.momentum), wd = Float(hyper.weightDecay)
         for p in parameters {
-            for k in p.value.indices {
-                var g = p.gradient[k]
-                if p.decays { g += wd * p.value[k] }
-                p.momentum[k] = mu * p.momentum[k] + g
-                p.value[k] -= lr * p.momentum[k]
+            let w = p.value.baseAddress!, g = p.gradient.baseAddress!, m = p.momentum.baseAddress!
+            let decay = p.decays ? wd : 0
+            for k in 0..<p.count {
+                let grad = g[k] + decay * w[k]
+                m[k] = mu * m[k] + grad
+                w[k] -= lr * m[k]
             }
         }
     }
 
     private func snapshot() -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.values) })
     }
 
     private func momentumSnapshot() -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.momentum) })
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.momenta) })
     }
 
     private func restore(_ checkpoint: TrainingCheckpoint) throws {
         for p in parameters {
-            guard let value = checkpoint.values[p.name], value.count == p.value.count,
-                  let momentum = checkpoint.momentum[p.name], momentum.count == p.value.count,
-                  let best = checkpoint.best[p.name], best.count == p.value.count else {
+            guard let value = checkpoint.values[p.name], value.count == p.count,
+                  let momentum = checkpoint.momentum[p.name], momentum.count == p.count,
+                  let best = checkpoint.best[p.name], best.count == p.count else {
                 throw ZooError.invalidArgument("the checkpoint does not hold '\(p.name)' at shape \(p.shape); "
                                                + "it was made for another model: delete it or run without --resume")
             }
-            p.value = value
-            p.momentum = momentum
+            p.set(values: value, momenta: momentum)
         }
     }
 

@@ -246,14 +246,18 @@ public enum FineTuner {
             save: { state in try state.write(to: checkpoint, shapes: shapes, fingerprint: fingerprint) },
             report: { callbacks.log($0.line) })
         let finished = (resumeState?.finishedEpochs ?? 0) + outcome.epochsRun
+        // A run stopped early (--stop-after) and a finished one report the same training.
+        func sgdResult(written: ModelWriter.Summary?) -> Result {
+            Result(written: written, classNames: folder.classNames, trainImages: trainImages,
+                   validationImages: valSet.usableIndices.count, skippedImages: skipped,
+                   bestEpoch: outcome.bestEpoch, bestValidationAccuracy: outcome.bestValidationAccuracy,
+                   featuresFromCache: extraction.fromCache, extractionImagesPerSecond: extraction.imagesPerSecond,
+                   featureLayer: plan.featureLayer, trainedLayers: plan.trainedLayers.map(\.layer.name),
+                   optimizer: .sgd, headFit: nil, trainRows: trainSet.usableIndices.count)
+        }
         guard finished >= options.hyper.epochs else {
             callbacks.log("stopped after epoch \(finished); \(out) not written; continue with --resume")
-            return Result(written: nil, classNames: folder.classNames, trainImages: trainImages,
-                          validationImages: valSet.usableIndices.count, skippedImages: skipped,
-                          bestEpoch: outcome.bestEpoch, bestValidationAccuracy: outcome.bestValidationAccuracy,
-                          featuresFromCache: extraction.fromCache, extractionImagesPerSecond: extraction.imagesPerSecond,
-                          featureLayer: plan.featureLayer, trainedLayers: plan.trainedLayers.map(\.layer.name),
-                          optimizer: .sgd, headFit: nil, trainRows: trainSet.usableIndices.count)
+            return sgdResult(written: nil)
         }
 
         var weights = model.weights
@@ -264,12 +268,7 @@ public enum FineTuner {
         try? FileManager.default.removeItem(atPath: checkpoint)
         let best = outcome.bestValidationAccuracy.map { String(format: ", val %.1f%%", $0 * 100) } ?? ""
         callbacks.log("best epoch \(outcome.bestEpoch)\(best); wrote \(summary.format.rawValue) \(out)")
-        return Result(written: summary, classNames: folder.classNames, trainImages: trainImages,
-                      validationImages: valSet.usableIndices.count, skippedImages: skipped,
-                      bestEpoch: outcome.bestEpoch, bestValidationAccuracy: outcome.bestValidationAccuracy,
-                      featuresFromCache: extraction.fromCache, extractionImagesPerSecond: extraction.imagesPerSecond,
-                      featureLayer: plan.featureLayer, trainedLayers: plan.trainedLayers.map(\.layer.name),
-                      optimizer: .sgd, headFit: nil, trainRows: trainSet.usableIndices.count)
+        return sgdResult(written: summary)
     }
 
     /// The default path: the head as a logistic regression on the cached features.

@@ -317,6 +317,25 @@ def craft_hdf5_seeds(work: pathlib.Path) -> list:
         for i in range(20):
             kernel.attrs[f"a{i}"] = np.float32(i)
     paths.append(path)
+
+    # A full model.save layout (root model_weights, old-style groups) with enough root links
+    # for a B-tree of several symbol nodes: the reader's first lookup by name in the root
+    # (H5Oget_info_by_name2 on model_weights) searches the B-tree by its keys, which listing
+    # the root (H5Literate) never compares.
+    path = work / "crafted-model.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        f.attrs["model_config"] = b'{"class_name": "Sequential", "config": {"name": "sequential", "layers": []}}'
+        f.attrs["keras_version"] = b"2.4.0"
+        f.attrs["backend"] = b"tensorflow"
+        weights_group = f.create_group("model_weights")
+        weights_group.attrs["layer_names"] = np.array([b"dense", b"dense_1"])
+        for name in ["dense", "dense_1"]:
+            weights(weights_group.create_group(name), name, [("kernel", rng.normal(0, 0.1, (3, 2)).astype("f4")),
+                                                             ("bias", rng.normal(0, 0.1, 2).astype("f4"))])
+        extra = f.create_dataset("extra", data=np.float32([1.5]))
+        for i in range(40):
+            f[f"extra_{i:02d}"] = extra
+    paths.append(path)
     return paths
 
 
@@ -592,6 +611,7 @@ def main():
     parser.add_argument("--region", help="hdf5-crafted: mutate only these structures (comma-separated: TREE, "
                         "SNOD, HEAP, HEAP-data, GCOL, OHDR, BTHD, FRHP, ohdr-prefix, message-header, layout, "
                         "dataspace, datatype, attribute, stab, ainfo, linfo, ...)")
+    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model)")
     parser.add_argument("--keep", action="store_true", help="save new finding classes under Fixtures/fuzz/")
     parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
                         help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")
@@ -615,6 +635,9 @@ def main():
             if reader == "hdf5-crafted":
                 wanted = set(args.region.split(",")) if args.region else None
                 for path in craft_hdf5_seeds(work):
+                    if args.craft and path.stem.removeprefix("crafted-") not in args.craft.split(","):
+                        path.unlink()
+                        continue
                     data = path.read_bytes()
                     regions = [r for r in hdf5_regions(path) if wanted is None or r[0] in wanted]
                     if regions:

@@ -336,6 +336,23 @@ def craft_hdf5_seeds(work: pathlib.Path) -> list:
         for i in range(40):
             f[f"extra_{i:02d}"] = extra
     paths.append(path)
+
+    # Keras 3's .weights.h5 layout: the reader's first lookup by name in the root is
+    # H5Oget_info_by_name2 on `layers` (is it a group?), so a root B-tree and symbol nodes
+    # corrupted for lookups (not for listing) fail inside that call.
+    path = work / "crafted-keras3.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        for name in ["dense", "dense_1"]:
+            group = f.create_group(f"layers/{name}/vars")
+            group.attrs["name"] = name.encode()
+            group.create_dataset("0", data=rng.normal(0, 0.1, (3, 2)).astype("f4"))
+            group.create_dataset("1", data=rng.normal(0, 0.1, 2).astype("f4"))
+        f.create_group("vars")
+        f.create_group("optimizer/vars").create_dataset("0", data=np.int64([3]))
+        extra = f.create_dataset("extra", data=np.float32([1.5]))
+        for i in range(40):
+            f[f"extra_{i:02d}"] = extra
+    paths.append(path)
     return paths
 
 
@@ -611,7 +628,7 @@ def main():
     parser.add_argument("--region", help="hdf5-crafted: mutate only these structures (comma-separated: TREE, "
                         "SNOD, HEAP, HEAP-data, GCOL, OHDR, BTHD, FRHP, ohdr-prefix, message-header, layout, "
                         "dataspace, datatype, attribute, stab, ainfo, linfo, ...)")
-    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model)")
+    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model, keras3)")
     parser.add_argument("--keep", action="store_true", help="save new finding classes under Fixtures/fuzz/")
     parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
                         help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")

@@ -320,8 +320,8 @@ def craft_hdf5_seeds(work: pathlib.Path) -> list:
 
     # A full model.save layout (root model_weights, old-style groups) with enough root links
     # for a B-tree of several symbol nodes: the reader's first lookup by name in the root
-    # (H5Oget_info_by_name2 on model_weights) searches the B-tree by its keys, which listing
-    # the root (H5Literate) never compares.
+    # (H5Gopen2 on model_weights) searches the B-tree by its keys, which listing the root
+    # (H5Literate) never compares.
     path = work / "crafted-model.h5"
     with h5py.File(path, "w", libver="earliest") as f:
         f.attrs["model_config"] = b'{"class_name": "Sequential", "config": {"name": "sequential", "layers": []}}'

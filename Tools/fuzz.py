@@ -56,9 +56,12 @@ SEEDS = {
     "keras": ["keras/lenet5_digits.keras"],
     "caffe": ["caffe/alexnet_w8_v1.caffemodel", "caffe/googlenet_w16_v2.caffemodel", "caffe/resnet50_w2_v2.caffemodel",
               "caffe/cycle.caffemodel", "caffe/unknown_v1_type.caffemodel"],
+    # Made at startup by craft_hdf5_seeds (h5py): a virtual dataset, big old-style groups,
+    # dense attribute storage; mutated inside their B-trees, heaps and object headers.
+    "hdf5-crafted": [],
     "pth": ["pth/resnet18w2.pth", "pth/resnet18w2_legacy.pth", "pth/resnet18w2_checkpoint.pth", "pth/lenet5_digits.pth"],
 }
-EXTENSIONS = {"keras": ".keras", "caffe": ".caffemodel", "hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
+EXTENSIONS = {"hdf5-crafted": ".h5", "keras": ".keras", "caffe": ".caffemodel", "hdf5": ".h5", "onnx": ".onnx", "safetensors": ".safetensors", "npy": ".npy", "pth": ".pth"}
 INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
                1 << 32, 1 << 40, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
 CONTAINED = re.compile(r"the HDF5 library (failed on this file|spent over|did not finish)|the HDF5 worker")
@@ -238,8 +241,223 @@ def hdf5_metadata_focus(data: bytes) -> int:
     return min(len(data), 6144)
 
 
+# ---------------------------------------------------------------- structure-aware HDF5
+
+def craft_hdf5_seeds(work: pathlib.Path) -> list:
+    """Keras-like HDF5 files that reach the parts of libhdf5 the committed fixtures do not:
+    a weight stored as a virtual dataset (its layout message points into the global heap,
+    where the source selections are serialised), layer groups with enough links for a
+    symbol-table B-tree of several nodes (libver earliest: TREE, HEAP, SNOD), and objects
+    with dense attribute and link storage (libver latest: fractal heaps, v2 B-trees)."""
+    import h5py
+    import numpy as np
+    rng = np.random.default_rng(7)
+    paths = []
+
+    def keras_root(f, layers):
+        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.4.0"
+
+    def weights(group, name, values):
+        names = []
+        for key, value in values:
+            group.create_dataset(f"{name}/{key}:0", data=value)
+            names.append(f"{name}/{key}:0".encode())
+        group.attrs["weight_names"] = np.array(names)
+
+    path = work / "crafted-vds.h5"
+    with h5py.File(path, "w") as f:
+        keras_root(f, ["conv2d", "dense"])
+        weights(f.create_group("conv2d"), "conv2d", [("kernel", rng.normal(0, 0.1, (3, 3, 1, 4)).astype("f4")),
+                                                     ("bias", rng.normal(0, 0.1, 4).astype("f4"))])
+        dense = f.create_group("dense")
+        src = f.create_group("sources")
+        a = src.create_dataset("a", data=rng.normal(0, 0.1, (8, 10)).astype("f4"))
+        b = src.create_dataset("b", data=rng.normal(0, 0.1, (8, 10)).astype("f4"))
+        layout = h5py.VirtualLayout(shape=(16, 10), dtype="f4")
+        layout[0:16:2, :] = h5py.VirtualSource(a)
+        layout[1:16:2, :] = h5py.VirtualSource(b)
+        dense.create_virtual_dataset("dense/kernel:0", layout, fillvalue=0.5)
+        bias = h5py.VirtualLayout(shape=(10,), dtype="f4")
+        bias[0:5] = h5py.VirtualSource(".", "sources/a", shape=(8, 10))[0, 0:5]
+        bias[5:10] = h5py.VirtualSource(".", "sources/b", shape=(8, 10))[1, 0:10:2]
+        dense.create_virtual_dataset("dense/bias:0", bias)
+        dense.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"])
+    paths.append(path)
+
+    path = work / "crafted-stab.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        names = [f"dense_{i}" for i in range(40)]
+        keras_root(f, names + ["wide"])
+        for name in names:
+            weights(f.create_group(name), name, [("kernel", rng.normal(0, 0.1, (2, 2)).astype("f4")),
+                                                 ("bias", rng.normal(0, 0.1, 2).astype("f4"))])
+        wide = f.create_group("wide")
+        shared = wide.create_dataset("wide/kernel:0", data=rng.normal(0, 0.1, (2, 3)).astype("f4"))
+        # Hard links to one dataset: a group B-tree two levels deep for the cost of one object.
+        for i in range(300):
+            wide[f"alias_{i:03d}"] = shared
+        wide.attrs["weight_names"] = np.array([b"wide/kernel:0"])
+    paths.append(path)
+
+    path = work / "crafted-dense.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        keras_root(f, ["conv2d", "dense"])
+        conv = f.create_group("conv2d", track_order=True)
+        weights(conv, "conv2d", [("kernel", rng.normal(0, 0.1, (3, 3, 2, 2)).astype("f4")),
+                                 ("bias", rng.normal(0, 0.1, 2).astype("f4"))])
+        for i in range(20):
+            conv.attrs[f"note_{i}"] = rng.normal(0, 1, 4).astype("f4")
+        dense = f.create_group("dense")
+        for i in range(30):
+            dense.create_group(f"slot_{i}")
+        weights(dense, "dense", [("kernel", rng.normal(0, 0.1, (4, 3)).astype("f4"))])
+        kernel = dense["dense/kernel:0"]
+        for i in range(20):
+            kernel.attrs[f"a{i}"] = np.float32(i)
+    paths.append(path)
+
+    # A full model.save layout (root model_weights, old-style groups) with enough root links
+    # for a B-tree of several symbol nodes: the reader's first lookup by name in the root
+    # (H5Gopen2 on model_weights) searches the B-tree by its keys, which listing the root
+    # (H5Literate) never compares.
+    path = work / "crafted-model.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        f.attrs["model_config"] = b'{"class_name": "Sequential", "config": {"name": "sequential", "layers": []}}'
+        f.attrs["keras_version"] = b"2.4.0"
+        f.attrs["backend"] = b"tensorflow"
+        weights_group = f.create_group("model_weights")
+        weights_group.attrs["layer_names"] = np.array([b"dense", b"dense_1"])
+        for name in ["dense", "dense_1"]:
+            weights(weights_group.create_group(name), name, [("kernel", rng.normal(0, 0.1, (3, 2)).astype("f4")),
+                                                             ("bias", rng.normal(0, 0.1, 2).astype("f4"))])
+        extra = f.create_dataset("extra", data=np.float32([1.5]))
+        for i in range(40):
+            f[f"extra_{i:02d}"] = extra
+    paths.append(path)
+
+    # Keras 3's .weights.h5 layout: the reader's first lookup by name in the root is
+    # H5Oget_info_by_name2 on `layers` (is it a group?), so a root B-tree and symbol nodes
+    # corrupted for lookups (not for listing) fail inside that call.
+    path = work / "crafted-keras3.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        for name in ["dense", "dense_1"]:
+            group = f.create_group(f"layers/{name}/vars")
+            group.attrs["name"] = name.encode()
+            group.create_dataset("0", data=rng.normal(0, 0.1, (3, 2)).astype("f4"))
+            group.create_dataset("1", data=rng.normal(0, 0.1, 2).astype("f4"))
+        f.create_group("vars")
+        f.create_group("optimizer/vars").create_dataset("0", data=np.int64([3]))
+        extra = f.create_dataset("extra", data=np.float32([1.5]))
+        for i in range(40):
+            f[f"extra_{i:02d}"] = extra
+    paths.append(path)
+    return paths
+
+
+MESSAGE_NAMES = {0x0: "nil", 0x1: "dataspace", 0x2: "linfo", 0x3: "datatype", 0x5: "fill", 0x6: "link",
+                 0x8: "layout", 0xA: "ginfo", 0xB: "filters", 0xC: "attribute", 0x10: "continuation",
+                 0x11: "stab", 0x12: "mtime", 0x15: "ainfo"}
+
+
+def hdf5_regions(path: pathlib.Path) -> list:
+    """(kind, start, length) of the metadata structures in a file: group B-tree nodes, local
+    heaps and their data, symbol nodes, global heap collections, v2 object headers and v2
+    B-tree/fractal-heap blocks by signature; v1 object headers and every message body by
+    walking the headers of the objects h5py finds."""
+    import h5py
+    data = path.read_bytes()
+    regions = []
+    for signature, fixed in [(b"TREE", 544), (b"SNOD", 328), (b"HEAP", 32), (b"GCOL", 0), (b"OHDR", 0),
+                             (b"BTHD", 0), (b"BTIN", 0), (b"BTLF", 0), (b"FRHP", 0), (b"FHDB", 0), (b"FHIB", 0)]:
+        for match in re.finditer(re.escape(signature), data):
+            at = match.start()
+            length = fixed
+            if signature == b"GCOL" and at + 16 <= len(data):
+                length = int.from_bytes(data[at + 8:at + 16], "little")
+            if signature == b"HEAP" and at + 32 <= len(data):
+                size = int.from_bytes(data[at + 8:at + 16], "little")
+                start = int.from_bytes(data[at + 24:at + 32], "little")
+                if 0 < start < len(data):
+                    regions.append(("HEAP-data", start, min(size, len(data) - start)))
+            if not length:
+                length = 256
+            regions.append((signature.decode(), at, min(length, len(data) - at)))
+    addresses = set()
+    with h5py.File(path, "r") as f:
+        addresses.add(h5py.h5o.get_info(f.id).addr if hasattr(h5py.h5o.get_info(f.id), "addr") else None)
+        addresses.add(h5py.h5o.get_info(f["/"].id).addr)
+        def visit(name, obj):
+            addresses.add(h5py.h5o.get_info(obj.id).addr)
+        f.visititems(visit)
+    for address in sorted(a for a in addresses if a):
+        if address + 16 > len(data) or data[address] != 1:
+            continue  # a v2 header, found by its OHDR signature above
+        size = int.from_bytes(data[address + 8:address + 12], "little")
+        regions.append(("ohdr-prefix", address, 16))
+        blocks = [(address + 16, size)]
+        while blocks:
+            at, left = blocks.pop()
+            end = min(at + left, len(data))
+            while at + 8 <= end:
+                kind = int.from_bytes(data[at:at + 2], "little")
+                length = int.from_bytes(data[at + 2:at + 4], "little")
+                regions.append(("message-header", at, 8))
+                body = at + 8
+                if length:
+                    regions.append((MESSAGE_NAMES.get(kind, f"message-{kind:#x}"), body, min(length, end - body)))
+                if kind == 0x10 and body + 16 <= len(data):
+                    blocks.append((int.from_bytes(data[body:body + 8], "little"),
+                                   int.from_bytes(data[body + 8:body + 16], "little")))
+                at = body + length
+    return [r for r in regions if r[2] > 0]
+
+
+def mutate_in_regions(seed: bytes, regions: list, rng: random.Random) -> bytes:
+    """A few small edits inside one or two metadata structures: bits, interesting integers
+    at aligned offsets, small deltas to lengths and addresses, 8-byte fields swapped with
+    another structure of the same kind."""
+    data = bytearray(seed)
+    for _ in range(rng.choice([1, 1, 1, 2])):
+        kind, start, length = rng.choice(regions)
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            op = rng.randrange(5)
+            if op == 0:
+                i = start + rng.randrange(length)
+                data[i] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                width = rng.choice([1, 2, 4, 8])
+                if length < width:
+                    continue
+                i = start + rng.randrange(0, length - width + 1, width if length >= 2 * width else 1)
+                data[i:i + width] = (rng.choice(INTERESTING) & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+            elif op == 2:
+                width = rng.choice([1, 2, 4, 8])
+                if length < width:
+                    continue
+                i = start + rng.randrange(length - width + 1)
+                value = int.from_bytes(data[i:i + width], "little") + rng.choice([-16, -8, -2, -1, 1, 2, 8, 16, 64, 4096])
+                data[i:i + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+            elif op == 3:
+                same = [r for r in regions if r[0] == kind and r[2] >= 8 and length >= 8]
+                if not same:
+                    continue
+                other = rng.choice(same)
+                i = start + rng.randrange(length - 7)
+                j = other[1] + rng.randrange(other[2] - 7)
+                data[i:i + 8] = seed[j:j + 8]
+            else:
+                i = start + rng.randrange(length)
+                data[i] = rng.choice([0, 0xFF, 0x80, 1, rng.randrange(256)])
+    return bytes(data)
+
+
+CRAFTED_REGIONS = {}
+
+
 def mutate(reader: str, seed: bytes, rng: random.Random, splice: bytes) -> bytes:
-    if rng.random() < 0.05 and splice:
+    if rng.random() < 0.05 and splice and reader != "hdf5-crafted":
         cut = rng.randrange(1, max(2, len(seed)))
         return seed[:cut] + splice[rng.randrange(len(splice)):]
     if reader == "safetensors":
@@ -252,6 +470,8 @@ def mutate(reader: str, seed: bytes, rng: random.Random, splice: bytes) -> bytes
         return mutate_pth(seed, rng)
     if reader == "keras":
         return mutate_keras(seed, rng)
+    if reader == "hdf5-crafted":
+        return mutate_in_regions(seed, CRAFTED_REGIONS[seed], rng)
     return bytes(mutate_bytes(bytearray(seed), rng, focus=hdf5_metadata_focus(seed)))
 
 
@@ -327,22 +547,33 @@ def classify(outcome: dict):
     return None
 
 
+UNREPRODUCED = "unreproduced"
+
+
 def crash_site(zoo: str, path: pathlib.Path):
-    """The innermost named function of the crash a contained libhdf5 failure is, found by
-    running the file in process (ZOO_HDF5_IN_PROCESS=1) under gdb; None without gdb."""
+    """Where a contained libhdf5 failure crashes, found by running the file in process
+    (ZOO_HDF5_IN_PROCESS=1) under gdb: the innermost libhdf5 function and the public call
+    our reader made that led there ("H5HG_read via H5Dopen2"); None without gdb."""
     if not shutil.which("gdb"):
         return None
     try:
-        run = subprocess.run(["gdb", "-batch", "-nx", "-ex", "run", "-ex", "bt 12", "--args", zoo, "inspect", "--load", str(path)],
+        run = subprocess.run(["gdb", "-batch", "-nx", "-ex", "run", "-ex", "bt 64", "--args", zoo, "inspect", "--load", str(path)],
                              capture_output=True, text=True, timeout=60, cwd=path.parent,
                              env={**os.environ, "ZOO_HDF5_IN_PROCESS": "1"})
     except subprocess.TimeoutExpired:
         return None
     frames = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?([A-Za-z_][A-Za-z0-9_]*)", run.stdout, re.M)
-    for name in frames:
-        if name.startswith(("H5", "zoo_h5")):
-            return name
-    return frames[0] if frames else None
+    if not frames:
+        # No crash in process: the failure depends on the worker's address-space limit (a
+        # huge allocation that fails cleanly without it), so the file is no stable regression.
+        return UNREPRODUCED
+    inner = [name for name in frames if name.startswith(("H5", "zoo_h5", "zoo_scan"))]
+    if not inner:
+        return frames[0] if frames else None
+    # Public entry points have no double underscore and no H5X_ package prefix (H5Dopen2,
+    # H5Literate, H5Oget_info_by_name2); the outermost one is the call our code made.
+    public = [name for name in inner if re.fullmatch(r"H5[A-Z]{1,2}[a-z]\w*", name) and "__" not in name]
+    return inner[0] + (" via " + public[-1] if public and public[-1] != inner[0] else "")
 
 
 def command_statuses(zoo: str, path: pathlib.Path) -> dict:
@@ -394,6 +625,10 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--hang-seconds", type=float, default=10)
+    parser.add_argument("--region", help="hdf5-crafted: mutate only these structures (comma-separated: TREE, "
+                        "SNOD, HEAP, HEAP-data, GCOL, OHDR, BTHD, FRHP, ohdr-prefix, message-header, layout, "
+                        "dataspace, datatype, attribute, stab, ainfo, linfo, ...)")
+    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model, keras3)")
     parser.add_argument("--keep", action="store_true", help="save new finding classes under Fixtures/fuzz/")
     parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
                         help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")
@@ -414,6 +649,25 @@ def main():
     try:
         for reader in readers:
             seeds = [(FIXTURES / s).read_bytes() for s in SEEDS[reader]]
+            if reader == "hdf5-crafted":
+                try:
+                    import h5py  # noqa: F401
+                except ImportError:
+                    print("hdf5-crafted: skipped (needs h5py to write its seeds)", flush=True)
+                    continue
+                wanted = set(args.region.split(",")) if args.region else None
+                for path in craft_hdf5_seeds(work):
+                    if args.craft and path.stem.removeprefix("crafted-") not in args.craft.split(","):
+                        path.unlink()
+                        continue
+                    data = path.read_bytes()
+                    regions = [r for r in hdf5_regions(path) if wanted is None or r[0] in wanted]
+                    if regions:
+                        CRAFTED_REGIONS[data] = regions
+                        seeds.append(data)
+                    path.unlink()
+                if not seeds:
+                    sys.exit(f"fuzz: no structure of kind {args.region} in the crafted files")
             budget_end = time.monotonic() + args.seconds / len(readers) if args.seconds else None
             count, classes, start = 0, {}, time.monotonic()
             while True:
@@ -442,6 +696,9 @@ def main():
                     if args.keep and kind.startswith("contained") and re.search(r"SIG[A-Z]+", kind):
                         # One file per libhdf5 function that crashes, not per signal.
                         site = crash_site(args.zoo, path)
+                        if site == UNREPRODUCED:
+                            print(f"  {kind}: no crash in process under gdb; not kept", flush=True)
+                            continue
                         if site:
                             kind += " in " + site
                     if args.keep and kind not in known:

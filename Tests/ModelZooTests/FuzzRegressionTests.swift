@@ -1,4 +1,5 @@
 import Foundation
+import HDF5Scan
 import XCTest
 @testable import ModelZoo
 
@@ -31,9 +32,12 @@ final class FuzzRegressionTests: XCTestCase {
                     ($0.value < 0x20 && $0.value != 0x0A) || $0.value == 0x7f
                 }, "\(name) \(key): control bytes in the output")
                 if result.status == 2 { assertOneLineError(result, "\(name) \(key)") }
+                // A contained libhdf5 crash is not asserted to crash again: several read freed or
+                // uninitialised memory, and whether that faults depends on the worker's memory
+                // layout (the small worker's static libhdf5 often reports a clean libhdf5 error
+                // where zoo's shared one faulted). What must hold is exit 2 with one line.
                 if let cls = entry["class"] as? String, cls.hasPrefix("contained") {
-                    XCTAssertTrue(result.stderr.contains("the HDF5 library") || result.stderr.contains("the HDF5 worker"),
-                                  "\(name): \(result.stderr)")
+                    XCTAssertEqual(result.status, 2, "\(name) \(key): \(result.stderr)")
                 }
             }
         }
@@ -96,18 +100,88 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(json["tensor_count"] as? Int, 10_000)
     }
 
-    /// The worker's sandbox: no file opened for writing, no socket, no exec; reading works.
+    /// The worker's sandbox, in the small worker and in `zoo`'s worker mode alike: no file
+    /// opened for writing, no socket, no exec; reading works.
     func testWorkerSandboxAllowsReadingOnly() throws {
-        let result = try CLI.run([HDF5Worker.commandLineFlag, "5", String(2 << 30), "probe", CLI.fixture("hdf5/plain.h5")])
-        XCTAssertEqual(result.status, 0, result.stderr)
-        let bytes = Array(result.stdout.utf8)
-        XCTAssertGreaterThan(bytes.count, 9)
-        XCTAssertEqual(bytes.first, UInt8(ascii: "S"))
-        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bytes.dropFirst(9))) as? [String: Int])
-        XCTAssertEqual(report["write"], Int(EPERM), "opening a file for writing must fail")
-        XCTAssertEqual(report["socket"], Int(EPERM), "sockets must fail")
-        XCTAssertEqual(report["exec"], Int(EPERM), "exec must fail")
-        XCTAssertEqual(report["read"], 0, "reading the file must work")
+        let worker = CLI.zooURL.deletingLastPathComponent().appendingPathComponent("zoo-hdf5-worker")
+        for executable in [CLI.zooURL, worker] {
+            let result = try Subprocess.run(executable, [HDF5Worker.commandLineFlag, "5", String(2 << 30), "probe",
+                                                         CLI.fixture("hdf5/plain.h5")])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let bytes = Array(result.stdout.utf8)
+            XCTAssertGreaterThan(bytes.count, 9)
+            XCTAssertEqual(bytes.first, UInt8(ascii: "P"))
+            let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bytes.dropFirst(9))) as? [String: Int])
+            XCTAssertEqual(report["write"], Int(EPERM), "\(executable.lastPathComponent): opening a file for writing must fail")
+            XCTAssertEqual(report["socket"], Int(EPERM), "\(executable.lastPathComponent): sockets must fail")
+            XCTAssertEqual(report["exec"], Int(EPERM), "\(executable.lastPathComponent): exec must fail")
+            XCTAssertEqual(report["read"], 0, "\(executable.lastPathComponent): reading the file must work")
+        }
+    }
+
+    /// What makes the small worker cheap to start: it loads neither Foundation nor oneDNN,
+    /// and (where libhdf5.a exists) not the shared libhdf5 with its curl/TLS dependencies.
+    func testSmallWorkerLinksLittle() throws {
+        let worker = CLI.zooURL.deletingLastPathComponent().appendingPathComponent("zoo-hdf5-worker")
+        let ldd = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/ldd"), [worker.path])
+        guard ldd.status == 0 else { throw XCTSkip("ldd failed: \(ldd.stderr)") }
+        for library in ["libFoundation", "libdnnl", "libgomp"] {
+            XCTAssertFalse(ldd.stdout.contains(library), "zoo-hdf5-worker loads \(library)")
+        }
+        if FileManager.default.fileExists(atPath: "/usr/lib/x86_64-linux-gnu/hdf5/serial/libhdf5.a") {
+            XCTAssertFalse(ldd.stdout.contains("libcurl"), "libhdf5 should be linked statically")
+        }
+    }
+
+    /// The small worker and `zoo` itself report the same structure for the same files, and
+    /// `zoo` copied where no small worker sits beside it serves as its own worker.
+    func testSmallWorkerAndZooWorkerAgree() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("alone-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let alone = scratch.appendingPathComponent("zoo")
+        try FileManager.default.copyItem(at: CLI.zooURL, to: alone)
+        for name in ["hdf5/keras2_full.h5", "hdf5/small_cnn.weights.h5", "hdf5/mixed_types.h5", "hdf5/keras2_weights_chunked_attrs.h5",
+                     "keras/lenet5_digits.keras", "hdf5/truncated.h5"] {
+            let small = try CLI.run(["inspect", "--load", CLI.fixture(name)])
+            let zoo = try Subprocess.run(alone, ["inspect", "--load", CLI.fixture(name)])
+            let inProcess = try CLI.run(["inspect", "--load", CLI.fixture(name)], environment: ["ZOO_HDF5_IN_PROCESS": "1"])
+            func table(_ r: CLIResult) -> [Substring] { r.stdout.split(separator: "\n").filter { !$0.hasPrefix("loaded") } }
+            XCTAssertEqual(small.status, inProcess.status, "\(name): \(small.stderr)")
+            XCTAssertEqual(zoo.status, inProcess.status, "\(name): \(zoo.stderr)")
+            XCTAssertEqual(table(small), table(inProcess), name)
+            XCTAssertEqual(table(zoo), table(inProcess), name)
+            XCTAssertEqual(small.stderr, inProcess.stderr, name)
+        }
+    }
+
+    /// The worker's reply format: what is encoded decodes the same, and a reply cut short or
+    /// with a count larger than the bytes behind it is refused, not trusted.
+    func testWorkerWireRoundTripAndRefusals() throws {
+        var contents = HDF5Contents()
+        contents.layout = .kerasH5
+        contents.tensors = [ScannedTensor(name: "conv/kernel:0", shape: [3, 3, 1, 4], dtype: "float32", byteCount: 144),
+                            ScannedTensor(name: "caf\u{e9}", shape: [], dtype: "float16", byteCount: 2)]
+        contents.optimizerTensors = [ScannedTensor(name: "Adam/iter:0", shape: [0], dtype: "int64", byteCount: 0)]
+        contents.layerNames = ["conv", ""]
+        contents.weightNamesByLayer = ["conv": ["kernel:0", "bias:0"]]
+        contents.tensorNamesByLayer = ["conv": ["conv/kernel:0"]]
+        contents.datasetPaths = ["conv/kernel:0": "conv/conv/kernel:0"]
+        contents.modelConfigJSON = "{\"a\": 1}"
+        contents.backend = "tensorflow"
+        contents.rootStringAttributes = ["zoo.source": "x"]
+        contents.declaredLayerNames = ["conv2d_3": "conv2_block1_0_conv"]
+        contents.absentTensors = ["conv/bias:0"]
+        contents.storage = ["conv/kernel:0": .direct(1 << 40), "caf\u{e9}": .library, "Adam/iter:0": .refused("why")]
+        let bytes = WorkerWire.encode(contents)
+        XCTAssertEqual(try WorkerWire.decodeContents(bytes), contents)
+        for cut in [0, 1, 9, bytes.count / 2, bytes.count - 1] {
+            XCTAssertThrowsError(try WorkerWire.decodeContents(Array(bytes.prefix(cut))), "cut at \(cut)")
+        }
+        XCTAssertThrowsError(try WorkerWire.decodeContents(bytes + [0]), "trailing byte")
+        var huge = bytes
+        huge.replaceSubrange(1..<9, with: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+        XCTAssertThrowsError(try WorkerWire.decodeContents(huge), "a tensor count past the reply")
     }
 
     /// A Swift caller of the library gets an error for a file that crashes libhdf5, not a

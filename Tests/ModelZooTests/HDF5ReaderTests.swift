@@ -1,7 +1,14 @@
 import XCTest
 @testable import ModelZoo
+import HDF5Scan
 
 final class HDF5ReaderTests: XCTestCase {
+    /// The HDF5 scanner asks for zoo's root attributes by name and links no ModelZoo: its
+    /// list must be the writers' list, or a key written to .h5 would not come back.
+    func testScannerAsksForEveryZooMetadataKey() {
+        XCTAssertEqual(Set(Scanner.rootMetadataKeys), Set(ZooMetadata.allKeys))
+    }
+
     private func fixture(_ name: String) -> String { FormatFixtures.path("hdf5", name) }
 
     private func open(_ name: String) throws -> HDF5File { try HDF5File(path: fixture(name)) }

@@ -1,4 +1,5 @@
 import Foundation
+import HDF5Scan
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -89,14 +90,7 @@ private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -
 /// faults, which made loading VGG16's fc1 twice as slow as numpy (which does the same).
 /// Only a hint: failures are ignored.
 func adviseHugePages(_ pointer: UnsafeMutableRawPointer, count: Int) {
-    #if os(Linux)
-    let hugePage = 2 << 20
-    guard count >= 2 * hugePage else { return }
-    let start = (Int(bitPattern: pointer) + hugePage - 1) & ~(hugePage - 1)
-    let end = (Int(bitPattern: pointer) + count) & ~(hugePage - 1)
-    guard end > start, let aligned = UnsafeMutableRawPointer(bitPattern: start) else { return }
-    _ = madvise(aligned, end - start, MADV_HUGEPAGE)
-    #endif
+    HDF5Scan.adviseHugePages(pointer, bytes: count)
 }
 
 func describeOpenFailure(_ code: Int32) -> String {
@@ -206,10 +200,5 @@ struct AtomicFileWriter {
 
 /// A byte count in words ("553.4 MB") for error messages.
 func describeBytes(_ count: Int) -> String {
-    if count < 10_000 { return "\(count) bytes" }
-    let units = ["kB", "MB", "GB", "TB", "PB", "EB"]
-    var value = Double(count) / 1000
-    var unit = 0
-    while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
-    return "\(String(format: "%.1f", value)) \(units[unit]) (\(count) bytes)"
+    describeByteCount(count)
 }

@@ -1,5 +1,6 @@
 import CHDF5
 import CZlibCRC
+import HDF5Scan
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -144,7 +145,7 @@ enum KerasArchive {
                 let (base, length) = (memory, mappedLength)
                 if let length { munmap(base, length) } else { free(base) }
                 throw ZooError.unreadableFile(path: path, reason: "'\(weightsEntryName)' in the archive: "
-                    + HDF5File.explainOpenFailure(message))
+                    + HDF5Library.explainOpenFailure(message))
             }
             fileID = id
         }

@@ -1,6 +1,6 @@
 import CHDF5
-import CSandbox
 import Foundation
+import HDF5Scan
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +11,8 @@ import Glibc
 /// `free`, endless loops, all reachable from a file a few bytes away from a valid Keras
 /// file. A crash in a child is an error message; in our process it would take down `zoo`, or
 /// a Swift program using the library. So by default libhdf5 only ever sees a user's file in
-/// a child: `zoo` itself, re-run in a worker mode, with CPU-time and address-space limits, no
+/// a child: the small `zoo-hdf5-worker` executable (or `zoo` itself, re-run in a worker mode,
+/// for what the small one does not serve), with CPU-time and address-space limits, no
 /// inherited descriptors, and a seccomp filter that lets it read files and nothing else. The
 /// child reports the file's structure and where each dataset's bytes are; the parent reads
 /// contiguous float32 data (nearly every Keras weight) straight from the file itself, and asks
@@ -39,22 +40,47 @@ public enum ReaderIsolation {
     /// before killing it.
     nonisolated(unsafe) public static var wallSecondsLimit = 5.0
 
-    /// The executable that serves as the worker: `ZOO_WORKER` when set; this process when it
-    /// is `zoo`; otherwise a `zoo` beside this process's executable (a test bundle or a
-    /// program built in the same package).
-    public static var workerExecutable: String? {
-        if let set = ProcessInfo.processInfo.environment["ZOO_WORKER"], !set.isEmpty { return set }
-        guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
-        let url = URL(fileURLWithPath: me)
-        if url.lastPathComponent == "zoo" { return me }
-        let sibling = url.deletingLastPathComponent().appendingPathComponent("zoo").path
-        return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : nil
-    }
+    /// The executable that serves HDF5 scans and reads (`scan`, `read`): `ZOO_WORKER` when
+    /// set; otherwise `zoo-hdf5-worker` beside this process's executable (where `swift
+    /// build` puts it beside `zoo`, the tests and the examples); otherwise `zoo` as for
+    /// `fullWorkerExecutable`, which serves every mode but takes about 15 ms longer to
+    /// start (Foundation, oneDNN and 60 shared libraries).
+    public static var workerExecutable: String? { workers.lean }
+
+    /// The executable for the modes only `zoo` serves (a `.keras` archive's weights entry,
+    /// the other readers' preflight): `ZOO_WORKER` when it names a `zoo`; this process when
+    /// it is `zoo`; otherwise a `zoo` beside this process's executable or beside the small
+    /// worker.
+    public static var fullWorkerExecutable: String? { workers.full }
+
+    static let leanWorkerName = "zoo-hdf5-worker"
+
+    private static let workers: (lean: String?, full: String?) = {
+        let fileManager = FileManager.default
+        func sibling(of path: String, _ name: String) -> String? {
+            let candidate = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path
+            return fileManager.isExecutableFile(atPath: candidate) ? candidate : nil
+        }
+        let me = try? fileManager.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let meIsZoo = me.map { URL(fileURLWithPath: $0).lastPathComponent == "zoo" } ?? false
+        var full = meIsZoo ? me : me.flatMap { sibling(of: $0, "zoo") }
+        var lean = me.flatMap { sibling(of: $0, leanWorkerName) }
+        if let set = ProcessInfo.processInfo.environment["ZOO_WORKER"], !set.isEmpty {
+            lean = set
+            if URL(fileURLWithPath: set).lastPathComponent == leanWorkerName {
+                full = full ?? sibling(of: set, "zoo")
+            } else {
+                full = set
+            }
+        }
+        return (lean ?? full, full)
+    }()
 }
 
-/// The parent's side: runs the worker and turns what it reports, or how it died, into
-/// results and errors.
-enum HDF5Isolation {
+/// The parent's side of the process boundary: runs a sandboxed worker (for HDF5 scans and
+/// reads, and for the preflight of every other reader under ZOO_ISOLATE_ALL_READERS) and
+/// turns what it reports, or how it died, into results and errors.
+enum SandboxedWorker {
     static let scanReplyLimit = 256 << 20
 
     /// `archiveSpace` non-nil: `path` is a `.keras` archive whose worker needs that much
@@ -82,7 +108,7 @@ enum HDF5Isolation {
     static func read(path: String, tensor: String, dataset: String, count: Int, archiveSpace: UInt64? = nil) throws -> [Float] {
         // The child holds the float32 result plus libhdf5's chunk cache and the stored bytes.
         let space = UInt64(3 * count * 4 + (1 << 31)) + (archiveSpace ?? 0)
-        let reply = try runWorker([archiveSpace == nil ? "read" : "read-keras", path, dataset, String(count)], path: path, tensor: tensor,
+        let reply = try runWorker([archiveSpace == nil ? "read" : "read-keras-all", path, dataset, String(count)], path: path, tensor: tensor,
                                   payloadLimit: count * 4, addressSpace: space, floats: count)
         guard case .floats(let values) = reply, values.count == count else {
             throw ZooError.badTensor(path: path, tensor: tensor, reason: "the HDF5 worker sent a short reply")
@@ -127,10 +153,12 @@ enum HDF5Isolation {
     private static func runWorker(_ arguments: [String], path: String, tensor: String?, payloadLimit: Int,
                                   addressSpace: UInt64, floats: Int = 0, workBytes: Int? = nil,
                                   library: String = "the HDF5 library") throws -> Reply {
-        guard let worker = ReaderIsolation.workerExecutable else {
+        let lean = HDF5WorkerModes.modes.contains(arguments[0])
+        guard let worker = lean ? ReaderIsolation.workerExecutable : ReaderIsolation.fullWorkerExecutable else {
             throw ZooError.unreadableFile(
-                path: path, reason: "HDF5 files are read by a sandboxed `zoo` worker, and none was found: set "
-                    + "ZOO_WORKER to the zoo executable (or ZOO_HDF5_IN_PROCESS=1 to read in this process)")
+                path: path, reason: "files are read by a sandboxed worker and none was found beside this program: build "
+                    + (lean ? "it (swift build --product zoo-hdf5-worker)" : "zoo (swift build --product zoo)")
+                    + " or set ZOO_WORKER to its path (ZOO_HDF5_IN_PROCESS=1 reads HDF5 in this process)")
         }
         var fds: [Int32] = [0, 0]
         // Close-on-exec, so only the dup2 in the spawn actions reaches the child.
@@ -147,7 +175,7 @@ enum HDF5Isolation {
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         let allowance = Double(workBytes ?? floats * 4) / 100e6
         let cpuSeconds = ReaderIsolation.cpuSecondsLimit + Int(allowance.rounded(.up))
-        let argv = ([worker, HDF5Worker.commandLineFlag, String(cpuSeconds), String(addressSpace)]
+        let argv = ([worker, HDF5WorkerModes.commandLineFlag, String(cpuSeconds), String(addressSpace)]
                     + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
@@ -185,6 +213,10 @@ enum HDF5Isolation {
             throw ZooError.unreadableFile(path: path, reason: "\(library) failed on this file (corrupt or crafted): \(signalName(signal))")
         }
         let exitCode = (status >> 8) & 0xff
+        if case .failure = reply, exitCode == 64 {
+            throw ZooError.unreadableFile(path: path, reason: "the worker \(worker) does not serve '\(arguments[0])' requests: "
+                                          + "set ZOO_WORKER to a zoo or zoo-hdf5-worker built from the same sources")
+        }
         if case .failure = reply, exitCode != 0 {
             // Out of address space, the Swift runtime stops the child with a trap or an exit code.
             throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker stopped with status \(exitCode) on this file (corrupt or crafted)")
@@ -228,17 +260,17 @@ enum HDF5Isolation {
         case UInt8(ascii: "K"):
             return .done
         case UInt8(ascii: "S"), UInt8(ascii: "E"):
-            var payload = Data(count: count)
+            var payload = [UInt8](repeating: 0, count: count)
             let complete = try payload.withUnsafeMutableBytes { try readFully(fd, $0.baseAddress, count, deadline: deadline) }
             guard complete == count else { throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker ended mid-reply") }
-            if header[0] == UInt8(ascii: "E") {
-                let failure = try JSONDecoder().decode(WorkerFailure.self, from: payload)
-                if let name = failure.tensor { throw ZooError.badTensor(path: path, tensor: name, reason: failure.reason) }
-                throw ZooError.unreadableFile(path: path, reason: failure.reason)
-            }
             do {
-                return .contents(try JSONDecoder().decode(HDF5Contents.self, from: payload))
-            } catch {
+                if header[0] == UInt8(ascii: "E") {
+                    let failure = try WorkerWire.decodeFailure(payload)
+                    if let name = failure.tensor { throw ZooError.badTensor(path: path, tensor: name, reason: failure.reason) }
+                    throw ZooError.unreadableFile(path: path, reason: failure.reason)
+                }
+                return .contents(try WorkerWire.decodeContents(payload))
+            } catch let error as WorkerWire.Malformed {
                 throw ZooError.unreadableFile(path: path, reason: "the HDF5 worker's report does not decode: \(error)")
             }
         default:
@@ -280,107 +312,57 @@ enum HDF5Isolation {
     }
 }
 
-struct WorkerFailure: Codable {
-    var tensor: String?
-    var reason: String
-}
-
-/// The child's side: `zoo --zoo-hdf5-worker CPU_SECONDS ADDRESS_SPACE scan PATH` or
-/// `... read PATH DATASET COUNT` (`scan-keras`, `read-keras`: the same on a `.keras` archive's
-/// weights entry). Enters the sandbox before it opens the file, answers once
-/// on standard output, and exits.
+/// `zoo`'s side of the boundary: `zoo --zoo-hdf5-worker CPU_SECONDS ADDRESS_SPACE MODE ...`
+/// serves the small worker's modes (`HDF5WorkerModes`: scan, read, probe) and those that
+/// need the whole library: `scan-keras PATH`, `read-keras PATH DATASET COUNT` and
+/// `read-keras-all PATH (DATASET COUNT)...` on a `.keras` archive's weights entry, and
+/// `preflight PATH` (open the file with its reader and load every tensor). Enters the
+/// sandbox before it opens the file, answers once on standard output, and exits.
 public enum HDF5Worker {
-    public static let commandLineFlag = "--zoo-hdf5-worker"
+    public static let commandLineFlag = HDF5WorkerModes.commandLineFlag
 
     public static func run(_ arguments: [String]) -> Int32 {
-        guard arguments.count >= 4, let cpu = UInt(arguments[0]), let space = UInt64(arguments[1]) else { return 64 }
-        if zoo_sandbox_enter(cpu, space) < 0 { return 70 }
-        let path = arguments[3]
+        guard let request = HDF5WorkerModes.enterSandbox(arguments) else { return 70 }
+        if HDF5WorkerModes.modes.contains(request[0]) { return HDF5WorkerModes.serve(request) }
+        guard request.count >= 2 else { return 64 }
+        let path = request[1]
         do {
-            switch arguments[2] {
-            case "scan" where arguments.count == 4:
-                var info = stat()
-                guard stat(path, &info) == 0 else { throw ZooError.unreadableFile(path: path, reason: "cannot stat the file") }
-                let id = try HDF5File.openInProcess(path)
-                let contents = try HDF5Library.serialized { try Scanner(fileID: id, path: path).scan(fileSize: Int(info.st_size)) }
-                try JSONEncoder().encode(contents).withUnsafeBytes { send("S", $0) }
-            case "scan-keras" where arguments.count == 4:
+            switch request[0] {
+            case "scan-keras" where request.count == 2:
                 let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
-                var contents = try HDF5Library.serialized { try Scanner(fileID: image.fileID, path: path).scan(fileSize: image.size) }
+                var contents = try HDF5File.scanInProcess(image.fileID, path: path, fileSize: image.size)
                 contents.place(inArchiveAt: image.offsetInArchive)
-                try JSONEncoder().encode(contents).withUnsafeBytes { send("S", $0) }
-            case "read-keras" where arguments.count == 6:
-                guard let count = Int(arguments[5]), count > 0 else { return 64 }
-                let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
-                let values = try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
-                values.withUnsafeBytes { send("D", $0) }
-            case "read-keras-all" where arguments.count >= 4 && arguments.count % 2 == 0:
+                WorkerWire.send("S", WorkerWire.encode(contents))
+            case "read-keras-all" where request.count >= 2 && request.count % 2 == 0:
                 let image = try KerasArchive.Image(archive: try ReadOnlyFile(path: path))
                 var values: [Float] = []
-                var index = 4
-                while index + 1 < arguments.count {
-                    guard let count = Int(arguments[index + 1]), count > 0 else { return 64 }
-                    values += try HDF5File.readFloats(image.fileID, path: path, tensor: arguments[index],
-                                                      dataset: arguments[index], count: count)
+                var index = 2
+                while index + 1 < request.count {
+                    guard let count = Int(request[index + 1]), count > 0 else { return 64 }
+                    let dataset = request[index]
+                    values += try HDF5File.withPath(path) {
+                        try HDF5Library.readFloats(Int64(image.fileID), tensor: dataset, dataset: dataset, count: count)
+                    }
                     index += 2
                 }
-                values.withUnsafeBytes { send("D", $0) }
-            case "read" where arguments.count == 6:
-                guard let count = Int(arguments[5]), count > 0 else { return 64 }
-                let id = try HDF5File.openInProcess(path)
-                let values = try HDF5File.readFloats(id, path: path, tensor: arguments[4], dataset: arguments[4], count: count)
-                values.withUnsafeBytes { send("D", $0) }
-            case "preflight":
+                values.withUnsafeBytes { WorkerWire.send("D", $0) }
+            case "preflight" where request.count == 2:
                 // Everything a command does to a file before trusting it, inside the sandbox.
                 ReaderIsolation.insideWorker = true
                 ReaderIsolation.hdf5InChildProcess = false
                 let file = try WeightFileOpener.open(path: path)
                 for record in file.tensors where record.dtype.convertsToFloat32 { _ = try file.load(record.name) }
-                send("K", UnsafeRawBufferPointer(start: nil, count: 0))
-            case "probe":
-                // What the sandbox lets through, for the tests: errno of each forbidden call.
-                let file = open("/tmp/zoo-sandbox-probe-\(getpid())", O_WRONLY | O_CREAT, 0o600)
-                let writeErrno = file < 0 ? errno : 0
-                let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                let socketErrno = socketFD < 0 ? errno : 0
-                let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
-                execv("/bin/true", argv)
-                let execErrno = errno
-                let readable = open(path, O_RDONLY)
-                let report = ["write": writeErrno, "socket": socketErrno, "exec": execErrno, "read": readable < 0 ? errno : 0]
-                try JSONEncoder().encode(report).withUnsafeBytes { send("S", $0) }
+                WorkerWire.send("K", [])
             default:
                 return 64
             }
         } catch let ZooError.badTensor(_, tensor, reason) {
-            sendFailure(WorkerFailure(tensor: tensor, reason: reason))
+            WorkerWire.sendFailure(tensor: tensor, reason: reason)
         } catch let ZooError.unreadableFile(_, reason) {
-            sendFailure(WorkerFailure(tensor: nil, reason: reason))
+            WorkerWire.sendFailure(tensor: nil, reason: reason)
         } catch {
-            sendFailure(WorkerFailure(tensor: nil, reason: "\(error)"))
+            WorkerWire.sendFailure(tensor: nil, reason: "\(error)")
         }
         return 0
-    }
-
-    private static func sendFailure(_ failure: WorkerFailure) {
-        ((try? JSONEncoder().encode(failure)) ?? Data()).withUnsafeBytes { send("E", $0) }
-    }
-
-    private static func send(_ tag: Character, _ payload: UnsafeRawBufferPointer) {
-        var header = [UInt8(tag.asciiValue ?? 0)]
-        var length = UInt64(payload.count)
-        for _ in 0..<8 { header.append(UInt8(length & 0xff)); length >>= 8 }
-        header.withUnsafeBytes { writeAll($0) }
-        writeAll(payload)
-    }
-
-    private static func writeAll(_ raw: UnsafeRawBufferPointer) {
-        guard let base = raw.baseAddress else { return }
-        var done = 0
-        while done < raw.count {
-            let wrote = Glibc.write(1, base + done, raw.count - done)
-            if wrote < 0 { if errno == EINTR { continue }; return }
-            done += wrote
-        }
     }
 }

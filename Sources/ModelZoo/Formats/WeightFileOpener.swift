@@ -17,7 +17,7 @@ public enum WeightFileOpener {
         }
         let hdf5 = try hasHDF5Signature(file)
         if ReaderIsolation.everyReaderInChildProcess && !ReaderIsolation.insideWorker && !hdf5 {
-            try HDF5Isolation.preflight(path: path, fileSize: file.size)
+            try SandboxedWorker.preflight(path: path, fileSize: file.size)
         }
         if hdf5 {
             return try HDF5File(path: path)

@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import HDF5Scan
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -44,3 +44,31 @@ final class PrecisionTests: XCTestCase {
         XCTAssertNotEqual(bad.status, 0)
     }
 }
+
+/// `--precision int8`: post-training quantization with calibrated activation scales.
+final class Int8Tests: XCTestCase {
+    /// Calibrated on seeded inputs, compared with fp32 on other inputs of the same kind.
+    func check(_ id: String, size: Int, classes: Int = 10, batch: Int = 4) throws -> PrecisionCheck {
+        let net = try ArchitectureRegistry.find(id).resolve(classes: classes, inputSize: Size2(size))
+        let weights = RandomWeights.make(net, seed: 5)
+        let calibrationInputs = (0..<4).map { RandomWeights.input(net, batch: batch, seed: 100 + UInt64($0)) }
+        let calibration = try Int8Calibration.calibrate(net, weights: weights, batches: calibrationInputs, source: "test")
+        let inputs = (0..<2).map { RandomWeights.input(net, batch: batch, seed: 200 + UInt64($0)) }
+        return try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
+                                          calibration: calibration)
+    }
+
+    func testInt8StaysCloseToFP32() throws {
+        for (id, size) in [("resnet18", 64), ("googlenet", 64), ("googlenet-caffe", 224), ("lenet5", 32)] {
+            let start = Date()
+            let result = try check(id, size: size)
+            print(id, result, Date().timeIntervalSince(start))
+        }
+        let net = try ArchitectureRegistry.find("resnet18").resolve(classes: 10, inputSize: Size2(64))
+        let weights = RandomWeights.make(net, seed: 5)
+        let calibration = try Int8Calibration.calibrate(net, weights: weights, batches: [RandomWeights.input(net, batch: 2, seed: 1)], source: "test")
+        let network = try Network(net, weights: weights, batch: 2, precision: .int8, calibration: calibration)
+        print(network.kernels)
+        print(network.executionPlan)
+    }
+}

@@ -14,10 +14,11 @@ public final class Predictor {
     private let network: Network
 
     public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
-                precision: Precision = .fp32) throws {
+                precision: Precision = .fp32, calibration: Int8Calibration? = nil) throws {
         self.model = model
         self.preprocessing = preprocessing ?? model.architecture.preprocessing
-        network = try Network(model.network, weights: model.weights, batch: 1, threads: threads, precision: precision)
+        network = try Network(model.network, weights: model.weights, batch: 1, threads: threads, precision: precision,
+                              calibration: calibration)
     }
 
     /// The input tensor for one image file.

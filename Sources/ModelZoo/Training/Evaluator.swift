@@ -67,7 +67,8 @@ public enum Evaluator {
     /// otherwise folders named by output index ("0", "7") are that class, and any other
     /// names make the i-th sorted folder class i.
     public static func evaluate(model: LoadedModel, dataPath: String, batch: Int = 32, threads: Int? = nil,
-                                precision: Precision = .fp32, strict: Bool = false, warn: (String) -> Void,
+                                precision: Precision = .fp32, calibration: Int8Calibration? = nil,
+                                strict: Bool = false, warn: (String) -> Void,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationReport {
         let folder = try ImageFolder.forEvaluation(root: dataPath)
         let classes = model.network.classes
@@ -81,6 +82,7 @@ public enum Evaluator {
         options.batch = batch
         options.threads = threads
         options.precision = precision
+        options.calibration = calibration
         options.strict = strict
         let extractor = FeatureExtractor(plan: full, weights: model.weights, options: options)
         let samples = folder.validation

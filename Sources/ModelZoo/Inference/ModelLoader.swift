@@ -31,17 +31,35 @@ public enum ModelLoader {
     /// The same with an architecture given as a spec rather than an id (narrow test nets
     /// that are not in the registry).
     public static func load(path: String, spec requested: Architecture?, inputSize: Size2? = nil) throws -> LoadedModel {
-        let file = try WeightFileOpener.open(path: path)
-        // Shapes first; values are checked once loaded, so the file is read only once.
-        var (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
-        guard report.ok, let mapping = found, let archID = report.architecture else {
-            throw VerificationFailed(report: report)
-        }
-        let weights = try mapping.loadWeights(from: file)
-        let nonFinite = Verifier.nonFiniteProblems(mapping, loaded: weights)
+        let prepared = try prepare(path: path, spec: requested, inputSize: inputSize)
+        let weights = try prepared.mapping.loadWeights(from: prepared.file)
+        let nonFinite = Verifier.nonFiniteProblems(prepared.mapping, loaded: weights)
         guard nonFinite.isEmpty else {
+            var report = prepared.report
             report.problems = nonFinite
             report.ok = false
+            throw VerificationFailed(report: report)
+        }
+        return LoadedModel(file: prepared.file, report: prepared.report, architecture: prepared.architecture,
+                           network: prepared.network, weights: weights, classNames: prepared.classNames)
+    }
+
+    /// What `load` knows before it reads a value: the file verified by shapes, its mapping
+    /// and the network it runs as.
+    struct Prepared {
+        let file: WeightFile
+        let report: VerifyReport
+        let mapping: MappingResult
+        let architecture: Architecture
+        let network: ResolvedNetwork
+        let classNames: [String]?
+    }
+
+    static func prepare(path: String, spec requested: Architecture?, inputSize: Size2? = nil) throws -> Prepared {
+        let file = try WeightFileOpener.open(path: path)
+        // Shapes first; values are checked once loaded, so the file is read only once.
+        let (report, found) = try Verifier.verify(file, architecture: requested, checkValues: false)
+        guard report.ok, let mapping = found, let archID = report.architecture else {
             throw VerificationFailed(report: report)
         }
         let registered = try requested ?? ArchitectureRegistry.find(archID)
@@ -85,8 +103,7 @@ public enum ModelLoader {
         let network = try arch.resolve(classes: mapping.network.classes, inputSize: size)
         var names = ClassNames.stored(in: file)
         if names == nil && base.includeTop && network.classes == 1000 && base.defaultClasses == 1000 { names = ImageNetClasses.names }
-        return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,
-                           classNames: names)
+        return Prepared(file: file, report: report, mapping: mapping, architecture: arch, network: network, classNames: names)
     }
 }
 

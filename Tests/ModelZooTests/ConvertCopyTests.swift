@@ -74,6 +74,8 @@ final class ConvertCopyTests: XCTestCase {
         XCTAssertNil(try Converter.convertCopyingStored(input: broken, output: path("b.onnx"), format: .onnx,
                                                         options: .init(), start: 0))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("b.onnx")))
+        // The NaN is found while the bytes are copied: the temporary file goes too.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: work.path).filter { $0.hasPrefix(".") }, [])
         XCTAssertThrowsError(try Converter.convert(input: broken, output: path("c.onnx"), options: .init())) { error in
             XCTAssertTrue("\(error)".contains("not a usable"), "\(error)")
         }

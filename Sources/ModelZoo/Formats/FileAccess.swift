@@ -227,10 +227,14 @@ struct AtomicFileWriter {
     }
 
     /// Runs `body` against a fresh writer and commits, or abandons on any error.
-    static func write(to path: String, _ body: (AtomicFileWriter) throws -> Void) throws {
+    /// `beforeCommit` runs once the body has written everything: throwing there leaves the
+    /// target untouched, as any failure does.
+    static func write(to path: String, beforeCommit: (() throws -> Void)? = nil,
+                      _ body: (AtomicFileWriter) throws -> Void) throws {
         var writer = try AtomicFileWriter(path: path)
         do {
             try body(writer)
+            try beforeCommit?()
             try writer.commit()
         } catch {
             writer.abandon()

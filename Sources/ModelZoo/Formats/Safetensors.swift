@@ -197,7 +197,7 @@ public enum SafetensorsWriter {
     /// The same with values that may still be in another file (copied in the kernel).
     static func write(payloads tensors: [(name: String, shape: [Int], payload: TensorPayload)],
                       metadata: [String: String] = [:], int64Scalars: [(name: String, value: Int64)] = [],
-                      to path: String) throws {
+                      to path: String, beforeCommit: (() throws -> Void)? = nil) throws {
         var seen = Set<String>()
         var header = "{"
         var first = true
@@ -236,7 +236,7 @@ public enum SafetensorsWriter {
         let length = UInt64(headerBytes.count)
         let lengthBytes = (0..<8).map { UInt8(truncatingIfNeeded: length >> (8 * UInt64($0))) }
 
-        try AtomicFileWriter.write(to: path) { writer in
+        try AtomicFileWriter.write(to: path, beforeCommit: beforeCommit) { writer in
             try writer.write(lengthBytes + headerBytes)
             for (_, _, payload) in tensors {
                 try payload.write(to: writer)

@@ -135,19 +135,41 @@ public enum Converter {
                 weights[canonical.name] = try prepared.mapping.loadWeight(binding, from: prepared.file)
             }
         }
-        guard !stored.isEmpty else { return nil }
-        let names = stored.keys.sorted()
-        let counts = try StoredSpan.nonFiniteCounts(names.compactMap { stored[$0] })
-        guard counts.allSatisfy({ $0.nan == 0 && $0.inf == 0 }),
-              Verifier.nonFiniteProblems(prepared.mapping, loaded: weights).isEmpty else { return nil }
+        guard !stored.isEmpty, Verifier.nonFiniteProblems(prepared.mapping, loaded: weights).isEmpty else { return nil }
         try ModelWriter.checkExpressible(prepared.network, as: format)
-        let summary = try ModelWriter.write(prepared.network, weights: weights, stored: stored,
-                                            classNames: ClassNames.stored(in: prepared.file), to: output, format: format,
-                                            producer: "zoo convert", source: URL(fileURLWithPath: input).lastPathComponent)
+        // The copied tensors are checked for NaN and Inf on the other core while this one
+        // copies: the output keeps its temporary name until the check has passed.
+        let copiedSpans = stored.keys.sorted().compactMap { stored[$0] }
+        let scan = ScanResult()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { scan.result = Result { try StoredSpan.nonFiniteCounts(copiedSpans) } }
+        defer { group.wait() }
+        let summary: ModelWriter.Summary
+        do {
+            summary = try ModelWriter.write(
+                prepared.network, weights: weights, stored: stored, classNames: ClassNames.stored(in: prepared.file),
+                to: output, format: format, producer: "zoo convert", source: URL(fileURLWithPath: input).lastPathComponent,
+                beforeCommit: {
+                    group.wait()
+                    guard let result = scan.result else { throw NonFiniteStored() }
+                    guard try result.get().allSatisfy({ $0.nan == 0 && $0.inf == 0 }) else { throw NonFiniteStored() }
+                })
+        } catch is NonFiniteStored {
+            return nil
+        }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return Report(input: input, inputFormat: prepared.file.format,
                       architecture: prepared.report.architecture ?? prepared.architecture.id, summary: summary,
                       notes: prepared.report.notes, check: nil, seconds: seconds)
+    }
+
+    /// The copied tensors hold NaN or Inf: the ordinary path reports them.
+    private struct NonFiniteStored: Error {}
+
+    /// Written by the scan's thread before the group it runs in is left, read after
+    /// waiting on that group.
+    private final class ScanResult: @unchecked Sendable {
+        var result: Result<[(nan: Int, inf: Int)], Error>?
     }
 
     /// Reloads `output` as the same architecture and runs both through the engine.

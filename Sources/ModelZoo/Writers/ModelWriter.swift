@@ -52,9 +52,11 @@ public enum ModelWriter {
                   producer: producer, source: source)
     }
 
+    /// `beforeCommit` (with `stored`) runs when everything is written, before the file takes
+    /// the target's name: throwing leaves the target as it was.
     static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
                       classNames: [String]?, to path: String, format: WeightFormat, producer: String,
-                      source: String? = nil) throws -> Summary {
+                      source: String? = nil, beforeCommit: (() throws -> Void)? = nil) throws -> Summary {
         guard stored.isEmpty || format == .safetensors || format == .onnx else {
             throw ZooError.invalidArgument("tensors copied file to file are written to safetensors and ONNX only")
         }
@@ -73,7 +75,8 @@ public enum ModelWriter {
             if format == .safetensors {
                 let (tensors, counters) = try statePayloads(net, weights: weights, stored: stored, path: path)
                 metadata["format"] = "pt"
-                try SafetensorsWriter.write(payloads: tensors, metadata: metadata, int64Scalars: counters, to: path)
+                try SafetensorsWriter.write(payloads: tensors, metadata: metadata, int64Scalars: counters, to: path,
+                                            beforeCommit: beforeCommit)
                 if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
                 return Summary(path: path, format: format, tensors: tensors.count + counters.count,
                                parameters: net.totalParameters, transforms: transforms)
@@ -88,7 +91,8 @@ public enum ModelWriter {
                                parameters: net.totalParameters, transforms: transforms)
             }
         case .onnx:
-            try ONNXWriter.write(net, weights: weights, stored: stored, metadata: metadata, to: path)
+            try ONNXWriter.write(net, weights: weights, stored: stored, metadata: metadata, to: path,
+                                 beforeCommit: beforeCommit)
             var transforms = ["graph from the \(net.architecture.id) spec, opset \(ONNXWriter.opsetVersion), "
                 + "input '\(ONNXWriter.inputName)' [batch, \(net.input.c), \(net.input.h), \(net.input.w)], output '\(ONNXWriter.outputName)'",
                 "initializers named by torchvision state_dict keys, layouts unchanged (OIHW, [out,in])"]

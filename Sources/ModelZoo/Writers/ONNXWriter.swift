@@ -37,7 +37,7 @@ public enum ONNXWriter {
     }
 
     static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
-                      metadata: [String: String], to path: String) throws {
+                      metadata: [String: String], to path: String, beforeCommit: (() throws -> Void)? = nil) throws {
         var builder = GraphBuilder(net: net, path: path)
         let graph = try builder.build()
         var initializers: [(header: [UInt8], tensor: TensorPayload)] = []
@@ -97,7 +97,7 @@ public enum ONNXWriter {
         }
         model.lengthPrefix(7, length: graphLength)
 
-        try AtomicFileWriter.write(to: path) { writer in
+        try AtomicFileWriter.write(to: path, beforeCommit: beforeCommit) { writer in
             var pending = model.bytes + graphHead.bytes
             for ((header, tensor), tensorLength) in zip(initializers, tensorLengths) {
                 var prefix = ProtoEncoder()

@@ -142,8 +142,13 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
         let decoded: Int8Calibration
         do {
             decoded = try JSONDecoder().decode(Int8Calibration.self, from: data)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw ZooError.unreadableFile(path: path, reason: "not an int8 calibration file: no '\(key.stringValue)'")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw ZooError.unreadableFile(path: path, reason: "not an int8 calibration file: '\(field)' has the wrong type")
         } catch {
-            throw ZooError.unreadableFile(path: path, reason: "not an int8 calibration file (\(error))")
+            throw ZooError.unreadableFile(path: path, reason: "not an int8 calibration file (not JSON)")
         }
         guard decoded.format == format, decoded.version == 1 else {
             throw ZooError.unreadableFile(path: path, reason: "not a version 1 \(format) file")

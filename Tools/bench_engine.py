@@ -12,11 +12,21 @@ run (oneDNN's ONEDNN_VERBOSE timings, onnxruntime's profiler): on a machine shar
 other busy processes, wall-clock medians of spinning OpenMP threads are dominated by
 scheduler stalls, and this sum is the fair figure.
 
-Needs torch, torchvision, onnxruntime (export only needs torch; CI does not run this).
+With --int8, both sides also run int8: zoo calibrates `--precision int8` on a folder of
+images (once; the scales are saved beside the ONNX file) and onnxruntime runs its own int8
+model, made by onnxruntime.quantization.quantize_static (QDQ, per-channel s8 weights, u8
+activations, its default MinMax calibration) from the same calibration images. The images
+are drawn by a seeded procedure (`make_images`: smooth colour gradients, overlapping
+ellipses and boxes, blurred texture; 256x256 PNG), 200 for calibration and 100 others on
+which each int8 path's top-1 agreement with its own fp32 path is measured. The weights are
+random (torchvision's initialisation), so agreement here says how faithful the arithmetic
+is, not how accurate a trained model stays.
+
+Needs torch, torchvision, onnxruntime, Pillow (export only needs torch; CI does not run this).
 
 Usage:
   swift build -c release --product zoo
-  python3 Tools/bench_engine.py [--models resnet18,vgg16] [--batches 1,8] [--threads 2] [--per-op] [--bf16]
+  python3 Tools/bench_engine.py [--models resnet18,vgg16] [--batches 1,8] [--threads 2] [--per-op] [--bf16] [--int8]
 """
 import argparse
 import collections
@@ -51,6 +61,104 @@ def export(arch, directory):
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
     return path
+
+
+def make_images(directory, count, seed, size=256):
+    """Deterministic "real-looking" images: what a calibration set needs is natural-image
+    statistics (smooth regions, edges, colour), which these have and noise has not."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    os.makedirs(directory, exist_ok=True)
+    existing = sorted(f for f in os.listdir(directory) if f.endswith(".png"))
+    if len(existing) == count:
+        return directory
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        angle = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(angle) * xx + np.sin(angle) * yy + 1) / 2
+        base = (a[None, None, :] * (1 - t[..., None]) + b[None, None, :] * t[..., None]).astype(np.uint8)
+        image = Image.fromarray(base)
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.integers(3, 9)):
+            x0, y0 = rng.uniform(-0.2, 1.0, 2) * size
+            w, h = rng.uniform(0.1, 0.6, 2) * size
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            box = [x0, y0, x0 + w, y0 + h]
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        texture = rng.normal(0, 24, (size // 8, size // 8, 3))
+        texture = np.array(Image.fromarray(np.clip(texture + 128, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
+                           dtype=np.float32) - 128
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.5)))
+        pixels = np.clip(np.asarray(image, dtype=np.float32) + texture, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(directory, f"img_{i:04d}.png"))
+    return directory
+
+
+def torchvision_batch(paths):
+    """torchvision's Resize(256) + CenterCrop(224) + ImageNet normalisation, NCHW float32."""
+    import numpy as np
+    from PIL import Image
+
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    out = []
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        w, h = image.size
+        scale = 256 / min(w, h)
+        image = image.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.BILINEAR)
+        w, h = image.size
+        x0, y0 = (w - 224) // 2, (h - 224) // 2
+        pixels = np.asarray(image.crop((x0, y0, x0 + 224, y0 + 224)), dtype=np.float32) / 255
+        out.append(((pixels - mean) / std).transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def quantize_for_onnxruntime(path, calibration_dir):
+    """onnxruntime's own int8 model of `path`, calibrated on the same images zoo uses."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    target = path.replace(".onnx", ".ort-int8.onnx")
+    if os.path.exists(target):
+        return target
+    prepared = path.replace(".onnx", ".ort-prep.onnx")
+    quant_pre_process(path, prepared)
+    paths = sorted(os.path.join(calibration_dir, f) for f in os.listdir(calibration_dir) if f.endswith(".png"))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([torchvision_batch(paths[i:i + 8]) for i in range(0, len(paths), 8)])
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    quantize_static(prepared, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.remove(prepared)
+    return target
+
+
+def ort_agreement(fp32_path, int8_path, eval_dir, threads):
+    """Top-1 agreement of onnxruntime's int8 model with its fp32 model on the eval images."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sessions = [ort.InferenceSession(p, options, providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)]
+    paths = sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir) if f.endswith(".png"))
+    agree, worst = 0, 0.0
+    for i in range(0, len(paths), 8):
+        x = torchvision_batch(paths[i:i + 8])
+        a, b = (s.run(None, {"input": x})[0] for s in sessions)
+        agree += int((a.argmax(1) == b.argmax(1)).sum())
+        worst = max(worst, float((np.abs(a - b).max(1) / np.abs(a).max(1)).max()))
+    return agree / len(paths), worst
 
 
 def time_onnxruntime(path, batch, threads, iterations, warmup):
@@ -117,14 +225,15 @@ def zoo_per_op(verbose_lines):
 ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "zoo")
 
 
-def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32"):
+def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", extra=()):
     """`zoo bench` on the same ONNX file: median and min ms per batch (and, with verbose,
     the per-operator sum from oneDNN's verbose log)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="active")
     if verbose:
         env["ONEDNN_VERBOSE"] = "1"
     command = [ZOO, "bench", "--weights", path, "--batch", str(batch), "--iterations", str(iterations),
-               "--threads", str(threads), "--format", "json", "--precision", precision, "--compare-batches", "2"]
+               "--threads", str(threads), "--format", "json", "--precision", precision, "--compare-batches", "2",
+               *extra]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"zoo bench failed on {path}: {out.stderr}")
@@ -147,6 +256,9 @@ def main():
                         help="also print the load-robust sum of per-operator minimums")
     parser.add_argument("--bf16", action="store_true",
                         help="also time zoo --precision bf16, with its logit error and top-1 agreement against fp32")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time zoo --precision int8 and onnxruntime's quantize_static model, "
+                             "with each one's top-1 agreement against its own fp32 on generated images")
     parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx"))
     args = parser.parse_args()
     models = args.models.split(",")
@@ -174,6 +286,30 @@ def main():
                 bf16[(arch, batch)] = time_zoo(os.path.join(args.onnx_dir, arch + ".onnx"), batch, args.threads,
                                                iterations, precision="bf16")
 
+    int8, ort_int8 = {}, {}
+    if args.int8:
+        calibration = make_images(os.path.join(args.onnx_dir, "calibration"), 200, seed=1)
+        evaluation = make_images(os.path.join(args.onnx_dir, "evaluation"), 100, seed=2)
+        for arch in models:
+            path = os.path.join(args.onnx_dir, arch + ".onnx")
+            quantized = quantize_for_onnxruntime(path, calibration)
+            agreement = ort_agreement(path, quantized, evaluation, args.threads)
+            zoo_agreement = None
+            for batch in batches:
+                iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
+                # Calibrates once (the scales are saved beside the ONNX file); the agreement
+                # on the evaluation images is measured once per model.
+                extra = [] if os.path.exists(path + ".int8.json") else ["--calibrate", calibration]
+                if zoo_agreement is None:
+                    extra += ["--compare-images", evaluation]
+                result = time_zoo(path, batch, args.threads, iterations, precision="int8", extra=extra)
+                zoo_agreement = zoo_agreement or result[2:]
+                # onnxruntime fp32 again, right beside the two int8 timings: on a shared
+                # machine the load moves between the fp32 pass above and this one.
+                ort_fp32 = time_onnxruntime(path, batch, args.threads, iterations, warmup=3)
+                int8[(arch, batch)] = result[:2] + zoo_agreement + ort_fp32[:1]
+                ort_int8[(arch, batch)] = time_onnxruntime(quantized, batch, args.threads, iterations, warmup=3) + agreement
+
     per_op = {}
     if args.per_op:
         for arch in models:
@@ -187,9 +323,16 @@ def main():
     header = f"{'model':<10} {'batch':>5} {'zoo ms':>9} {'(min)':>8} {'ort ms':>9} {'(min)':>8} {'zoo/ort':>8}"
     if args.bf16:
         header += f" {'bf16 ms':>9} {'bf16/ort':>9} {'rel err':>8} {'top-1':>6}"
+    if args.int8:
+        header += (f" {'ort ms*':>9} {'int8 ms':>9} {'int8/ort*':>10} {'top-1':>6} {'ort i8 ms':>10} {'int8/ort i8':>12}"
+                   f" {'ort i8 top-1':>13}")
     if args.per_op:
         header += f" {'zoo per-op':>11} {'ort per-op':>11} {'ratio':>6}"
-    print(f"threads {args.threads}; median (min) ms per batch")
+    print(f"threads {args.threads}; median (min) ms per batch; load {os.getloadavg()[0]:.2f}")
+    if args.int8:
+        print("int8: zoo calibrated on 200 generated images (percentile 99.99), onnxruntime quantize_static "
+              "(QDQ, per-channel, MinMax) on the same; top-1: agreement with own fp32 on 100 other images; "
+              "ort ms*: onnxruntime fp32 timed again right beside the int8 pair")
     print(header)
     for arch in models:
         for batch in batches:
@@ -199,6 +342,10 @@ def main():
             if (arch, batch) in bf16:
                 b = bf16[(arch, batch)]
                 line += f" {b[0]:>9.2f} {b[0] / ort[0]:>9.2f} {b[2]:>8.1e} {b[3] * 100:>5.0f}%"
+            if (arch, batch) in int8:
+                q, o8 = int8[(arch, batch)], ort_int8[(arch, batch)]
+                line += (f" {q[4]:>9.2f} {q[0]:>9.2f} {q[0] / q[4]:>10.2f} {q[3] * 100:>5.0f}% {o8[0]:>10.2f}"
+                         f" {q[0] / o8[0]:>12.2f} {o8[2] * 100:>12.0f}%")
             if (arch, batch) in per_op:
                 z, o = per_op[(arch, batch)]
                 line += f" {z:>11.2f} {o:>11.2f} {z / o:>6.2f}"

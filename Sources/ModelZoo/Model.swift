@@ -61,20 +61,39 @@ public struct Model {
 
     /// The `top` most probable classes of one image (JPEG or PNG), preprocessed by the
     /// model's preset.
-    public func classify(_ image: URL, top: Int = 5, precision: Precision = .fp32) throws -> [Classification] {
+    /// `.int8` uses `calibration`, else the one saved beside the weights (`calibrateInt8`).
+    public func classify(_ image: URL, top: Int = 5, precision: Precision = .fp32,
+                         calibration: Int8Calibration? = nil) throws -> [Classification] {
         guard top >= 1 else { throw ZooError.invalidArgument("top must be at least 1, got \(top)") }
-        let predictor = try Predictor(model: loaded, preprocessing: preset.preprocessing, precision: precision)
+        let predictor = try Predictor(model: loaded, preprocessing: preset.preprocessing, precision: precision,
+                                      calibration: try int8Scales(precision, calibration))
         return try predictor.classify(path: image.path, top: top).map {
             Classification(index: $0.index, label: $0.label, probability: $0.probability)
         }
     }
 
     /// Logits for a batch [N, C, H, W] in the canonical NCHW layout.
-    public func logits(_ input: Tensor, precision: Precision = .fp32) throws -> Tensor {
+    public func logits(_ input: Tensor, precision: Precision = .fp32, calibration: Int8Calibration? = nil) throws -> Tensor {
         guard input.shape.count == 4 else {
             throw ZooError.invalidArgument("input must be [N, C, H, W], got \(input.shape)")
         }
-        return try Network(network, weights: weights, batch: input.shape[0], precision: precision).forward(input)
+        return try Network(network, weights: weights, batch: input.shape[0], precision: precision,
+                           calibration: try int8Scales(precision, calibration)).forward(input)
+    }
+
+    /// Measures int8 activation ranges on the images under `folder` (through the model's
+    /// preprocessing) and, with `save`, writes them beside the weights for later runs.
+    public func calibrateInt8(on folder: URL, save: Bool = true) throws -> Int8Calibration {
+        let calibration = try Int8Calibration.calibrate(model: loaded, directory: folder.path,
+                                                        preprocessing: preset.preprocessing)
+        if save { try calibration.write(to: Int8Calibration.path(besideWeights: provenance.path)) }
+        return calibration
+    }
+
+    private func int8Scales(_ precision: Precision, _ given: Int8Calibration?) throws -> Int8Calibration? {
+        guard precision == .int8 else { return nil }
+        if let given { return given }
+        return try Int8Calibration.resolve(model: loaded, weightsPath: provenance.path, directory: nil)
     }
 
     /// A new head for the class folders of `folder`, fitted on this model's frozen features

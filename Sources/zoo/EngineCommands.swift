@@ -26,7 +26,7 @@ struct Run: ParsableCommand {
                                          reason: "expected [N, \(expected.map(String.init).joined(separator: ", "))], found \(x.shape)")
             }
             let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: source.threads,
-                                      precision: source.precision)
+                                      precision: source.precision, calibration: try source.calibration(for: model))
             let logits = try network.forward(x)
             try NPY.write(logits, to: output)
             if model.report.noTop {
@@ -66,7 +66,8 @@ struct Predict: ParsableCommand {
         try reportingErrors {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let predictor = try Predictor(model: model, preprocessing: preprocess, threads: source.threads,
-                                          precision: source.precision)
+                                          precision: source.precision,
+                                          calibration: try source.calibration(for: model, preprocessing: preprocess))
             var results: [PredictionsOfImage] = []
             // Batch by batch, so a long list prints as it goes.
             for start in stride(from: 0, to: images.count, by: batch) {
@@ -138,8 +139,11 @@ struct Bench: ParsableCommand {
     @Option(help: "text or json.")
     var format: OutputFormat = .text
     @Option(name: .customLong("compare-batches"),
-            help: "With --precision bf16: seeded random batches the outputs are compared with fp32 on.")
+            help: "With --precision bf16 or int8: seeded random batches the outputs are compared with fp32 on.")
     var compareBatches: Int = 4
+    @Option(name: .customLong("compare-images"),
+            help: ArgumentHelp("With --precision bf16 or int8: compare with fp32 on these images instead (a folder, through the model's preprocessing; int8 calibrated on images should be judged on images).", valueName: "dir"))
+    var compareImages: String?
 
     func validate() throws {
         try validating {
@@ -154,15 +158,24 @@ struct Bench: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
+            let calibration = try source.calibration(for: model)
             let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads,
-                                      precision: source.precision)
+                                      precision: source.precision, calibration: calibration)
             let result = try network.benchmark(iterations: iterations, warmup: 3)
             var check: PrecisionCheck?
             if source.precision != .fp32 {
-                let inputs = (0..<compareBatches).map { RandomWeights.input(model.network, batch: batch, seed: 1000 + UInt64($0)) }
-                check = try PrecisionCheck.compare(model.network, weights: model.weights, precision: source.precision,
-                                                   inputs: inputs, source: "\(compareBatches * batch) random inputs",
-                                                   threads: source.threads)
+                if let compareImages {
+                    let inputs = try PrecisionCheck.imageBatches(model: model, directory: compareImages, batch: batch)
+                    let count = try PrecisionCheck.imageCount(in: compareImages)
+                    check = try PrecisionCheck.compare(model.network, weights: model.weights, precision: source.precision,
+                                                       inputs: inputs, source: "\(count) images from \(compareImages)",
+                                                       threads: source.threads, calibration: calibration, limit: count)
+                } else {
+                    let inputs = (0..<compareBatches).map { RandomWeights.input(model.network, batch: batch, seed: 1000 + UInt64($0)) }
+                    check = try PrecisionCheck.compare(model.network, weights: model.weights, precision: source.precision,
+                                                       inputs: inputs, source: "\(compareBatches * batch) random inputs",
+                                                       threads: source.threads, calibration: calibration)
+                }
             }
             if format == .json {
                 print(encodeJSON(BenchReport(architecture: model.report.architecture, precision: source.precision,

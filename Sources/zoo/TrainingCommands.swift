@@ -113,6 +113,9 @@ struct Finetune: ParsableCommand {
             options.resume = resume
             options.cacheFeatures = !noCache
             options.threads = source.threads
+            guard source.precision != .int8 else {
+                throw ZooError.invalidArgument("--precision int8 is for run, predict, bench and evaluate; finetune extracts features in fp32 or bf16")
+            }
             options.precision = source.precision
             options.stopAfterEpochs = stopAfter
             _ = try FineTuner.run(options, callbacks: FineTuner.Callbacks(
@@ -158,7 +161,8 @@ struct Evaluate: ParsableCommand {
             if let report { try EvaluationHTML.checkDestination(report) }
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads,
-                                                precision: source.precision, strict: strict,
+                                                precision: source.precision,
+                                                calibration: try source.calibration(for: model), strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
             let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {

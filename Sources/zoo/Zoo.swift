@@ -136,6 +136,21 @@ struct ModelOptions: ParsableArguments {
     var arch: String?
     @Option(help: "Worker threads (default: every core).")
     var threads: Int?
-    @Option(help: "fp32, or bf16: bfloat16 weights and activations with float32 accumulation and classifier (AVX512-BF16).")
+    @Option(help: "fp32; bf16: bfloat16 weights and activations with float32 accumulation and classifier (AVX512-BF16); int8: quantized with the scales of --calibrate (AVX512-VNNI).")
     var precision: Precision = .fp32
+    @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see) to measure activation ranges on; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
+    var calibrate: String?
+
+    /// The int8 activation scales for `model`: measured now with --calibrate, else the saved
+    /// ones; nil for other precisions.
+    func calibration(for model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil) throws -> Int8Calibration? {
+        guard precision == .int8 else {
+            if calibrate != nil { throw ZooError.invalidArgument("--calibrate applies only to --precision int8") }
+            return nil
+        }
+        return try Int8Calibration.resolve(model: model, weightsPath: weights, directory: calibrate,
+                                           preprocessing: preprocessing, threads: threads) { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+    }
 }

@@ -44,3 +44,142 @@ final class PrecisionTests: XCTestCase {
         XCTAssertNotEqual(bad.status, 0)
     }
 }
+
+/// `--precision int8`: post-training quantization with calibrated activation scales.
+final class Int8Tests: XCTestCase {
+    /// Calibrated on seeded inputs, compared with fp32 on other inputs drawn the same way.
+    func compare(_ id: String, size: Int, batch: Int = 4) throws -> PrecisionCheck {
+        let net = try ArchitectureRegistry.find(id).resolve(classes: 10, inputSize: Size2(size))
+        let weights = RandomWeights.make(net, seed: 5)
+        let calibrationInputs = [RandomWeights.input(net, batch: batch, seed: 100)]
+        let calibration = try Int8Calibration.calibrate(net, weights: weights, batches: calibrationInputs, source: "test")
+        XCTAssertEqual(calibration.images, batch)
+        XCTAssertNotNil(calibration.thresholds[Layer.networkInput], id)
+        let inputs = [RandomWeights.input(net, batch: batch, seed: 200)]
+        return try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
+                                          calibration: calibration)
+    }
+
+    func testInt8StaysCloseToFP32OnEveryFamily() throws {
+        // Residual sums written into the shortcut (resnet18), concats sharing one scale and
+        // BatchNorm (googlenet), LRN in float32 between reorders (googlenet-caffe), int8
+        // hidden inner products and the float32 classifier (lenet5).
+        for (id, size) in [("resnet18", 64), ("googlenet", 64), ("googlenet-caffe", 224), ("lenet5", 32)] {
+            let check = try compare(id, size: size)
+            XCTAssertEqual(check.inputs, 4, id)
+            // 8 bits: about 0.4% of the range per rounding; a few percent after a whole network.
+            XCTAssertLessThan(check.maxRelativeError, 0.1, "\(id): \(check)")
+            XCTAssertGreaterThan(check.maxRelativeError, 0, "\(id): int8 gave exactly the fp32 logits: not int8")
+            XCTAssertEqual(check.top1Agreement, 1, "\(id): \(check)")
+        }
+    }
+
+    func testInt8UsesVNNIKernelsAndFloat32Islands() throws {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        guard cpu.contains("avx512_vnni") else { throw XCTSkip("this processor has no AVX512-VNNI") }
+        let net = try ArchitectureRegistry.find("googlenet-caffe").resolve(classes: 10, inputSize: Size2(224))
+        let weights = RandomWeights.make(net, seed: 1)
+        let calibration = try Int8Calibration.calibrate(net, weights: weights, batches: [RandomWeights.input(net, batch: 1, seed: 1)],
+                                                        source: "test")
+        let network = try Network(net, weights: weights, batch: 1, precision: .int8, calibration: calibration)
+        let head = net.architecture.headLayer
+        let hidden = network.kernels.filter { $0.layer != head }
+        XCTAssertFalse(hidden.isEmpty)
+        XCTAssertTrue(hidden.allSatisfy { $0.implementation.contains("vnni") }, "\(hidden)")
+        let classifier = try XCTUnwrap(network.kernels.first { $0.layer == head })
+        XCTAssertFalse(classifier.implementation.contains("vnni"), "\(classifier)")
+        // LRN has no int8 kernel: float32 in, float32 out, a reorder on each side.
+        let plan = network.executionPlan
+        let lrn = try XCTUnwrap(plan.firstIndex { $0.hasSuffix(": lrn") })
+        XCTAssertTrue(plan[lrn - 1].hasSuffix(": reorder"), "\(plan[(lrn - 2)...(lrn + 1)])")
+        // Each inception branch writes the concat's scale: the concats copy, no reorders before them.
+        for (i, step) in plan.enumerated() where step.hasSuffix(": concat") {
+            XCTAssertFalse(plan[i - 1].hasSuffix(": reorder"), "\(plan[(i - 3)...i])")
+        }
+    }
+
+    func testCalibrationFileRoundTripsAndRefusesOtherWeights() throws {
+        let net = try ArchitectureRegistry.find("lenet5").resolve(classes: 10, inputSize: Size2(32))
+        let weights = RandomWeights.make(net, seed: 2)
+        let calibration = try Int8Calibration.calibrate(net, weights: weights, batches: [RandomWeights.input(net, batch: 4, seed: 3)],
+                                                        source: "test")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("int8-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try calibration.write(to: path)
+        let read = try Int8Calibration.read(path: path)
+        XCTAssertEqual(read, calibration)
+        XCTAssertNoThrow(try read.check(against: net, weights: weights, path: path))
+        XCTAssertThrowsError(try read.check(against: net, weights: RandomWeights.make(net, seed: 9), path: path))
+        let other = try ArchitectureRegistry.find("lenet5-classic").resolve(classes: 10, inputSize: Size2(32))
+        XCTAssertThrowsError(try read.check(against: other, weights: weights, path: path))
+        try Data("{\"format\": \"something else\"}".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Int8Calibration.read(path: path))
+        XCTAssertThrowsError(try Network(net, weights: weights, batch: 1, precision: .int8)) { error in
+            XCTAssertTrue("\(error)".contains("--calibrate"), "\(error)")
+        }
+    }
+
+    func testPercentileHistogram() {
+        var histogram = AbsHistogram(bins: 2048)
+        // 9,999 values in [0, 1) and one outlier at 1000: the 99.99th percentile ignores it.
+        var values = (0..<9999).map { Float($0) / 9999 }
+        values.append(-1000)
+        values.withUnsafeBufferPointer { histogram.add($0) }
+        let t = histogram.percentile(0.9999)
+        XCTAssertGreaterThan(t, 0.9)
+        XCTAssertLessThan(t, 1.5)
+        // A later, larger batch doubles the range and keeps the counts.
+        [Float](repeating: 5000, count: 10).withUnsafeBufferPointer { histogram.add($0) }
+        XCTAssertEqual(histogram.total, 10010)
+        XCTAssertGreaterThanOrEqual(histogram.range, 5000)
+        XCTAssertGreaterThan(histogram.percentile(0.9995), 1000)
+    }
+
+    /// The trained LeNet on real digits: calibrate once on the training images (saved beside
+    /// the weights), reuse the scales, and keep the fp32 answers on the validation images.
+    func testCommandLineCalibratesOnceAndKeepsTheAnswers() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-int8-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let weights = dir.appendingPathComponent("lenet5.onnx").path
+        try FileManager.default.copyItem(atPath: CLI.fixture("lenet/lenet5_digits.onnx"), toPath: weights)
+        let input = CLI.fixture("lenet/input_batch8.npy")
+        let output = dir.appendingPathComponent("logits.npy").path
+
+        let missing = try CLI.run(["run", "--weights", weights, "--precision", "int8", "--input", input, "--output", output])
+        XCTAssertEqual(missing.status, 1, missing.stderr)
+        XCTAssertTrue(missing.stderr.contains("--calibrate"), missing.stderr)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
+
+        let first = try CLI.run(["run", "--weights", weights, "--precision", "int8", "--calibrate",
+                                 CLI.fixture("digits59/train"), "--input", input, "--output", output])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertTrue(first.stderr.contains("calibrated on 150 images"), first.stderr)
+        let saved = try Int8Calibration.read(path: weights + ".int8.json")
+        XCTAssertEqual(saved.images, 150)
+        XCTAssertTrue(saved.method.contains("percentile"))
+
+        let bench = try CLI.run(["bench", "--weights", weights, "--precision", "int8", "--iterations", "2",
+                                 "--compare-images", CLI.fixture("digits59/val"), "--format", "json"])
+        XCTAssertEqual(bench.status, 0, bench.stderr)
+        XCTAssertFalse(bench.stderr.contains("calibrated"), "the saved scales are reused: \(bench.stderr)")
+        let json = try CLI.json(bench)
+        XCTAssertEqual(json["precision"] as? String, "int8")
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(json["top1_agreement"] as? Double), 0.98)
+        XCTAssertLessThan(try XCTUnwrap(json["max_relative_logit_error"] as? Double), 0.1)
+
+        let predict = try CLI.run(["predict", "--weights", weights, "--precision", "int8", "--top", "1",
+                                   CLI.fixture("digits_samples/digit_7_1496.png")])
+        XCTAssertEqual(predict.status, 0, predict.stderr)
+        XCTAssertTrue(predict.stdout.contains("7"), predict.stdout)
+
+        let empty = dir.appendingPathComponent("empty").path
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let noImages = try CLI.run(["run", "--weights", weights, "--precision", "int8", "--calibrate", empty,
+                                    "--input", input, "--output", output])
+        XCTAssertNotEqual(noImages.status, 0)
+        XCTAssertTrue(noImages.stderr.contains("no JPEG or PNG images"), noImages.stderr)
+        let wrongPrecision = try CLI.run(["run", "--weights", weights, "--calibrate", empty, "--input", input, "--output", output])
+        XCTAssertNotEqual(wrongPrecision.status, 0)
+    }
+}

@@ -21,6 +21,10 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     case fp32
     /// bfloat16 weights and activations, float32 accumulation, float32 classifier.
     case bf16
+    /// Post-training quantization: s8 weights (one scale per output channel), u8/s8
+    /// activations with scales from an `Int8Calibration`, s32 accumulation (AVX512-VNNI);
+    /// layers without int8 kernels (LRN, softmax) and the classifier in float32.
+    case int8
 }
 
 public final class Network {
@@ -37,8 +41,19 @@ public final class Network {
 
     private let program: CompiledProgram
 
-    public init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil,
-                precision: Precision = .fp32) throws {
+    public convenience init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil,
+                            precision: Precision = .fp32, calibration: Int8Calibration? = nil) throws {
+        try self.init(net, weights: weights, batch: batch, threads: threads, precision: precision,
+                      calibration: calibration, probing: false)
+    }
+
+    /// `probing`: a float32 network that also copies every activation tensor out, plain
+    /// NCHW, for `forwardProbing` (what int8 calibration measures).
+    init(_ net: ResolvedNetwork, weights: [String: Tensor], batch: Int, threads: Int? = nil,
+         precision: Precision = .fp32, calibration: Int8Calibration? = nil, probing: Bool) throws {
+        if precision == .int8 && calibration == nil {
+            throw ZooError.invalidArgument("--precision int8 needs activation scales: calibrate with --calibrate DIR")
+        }
         guard batch >= 1, batch <= 65536 else {
             throw ZooError.invalidArgument("batch size must be between 1 and 65536, got \(batch)")
         }
@@ -51,7 +66,8 @@ public final class Network {
         self.batch = batch
         self.threads = threads ?? EngineEnvironment.defaultThreads()
         OpenMPRuntime.setThreads(self.threads)
-        let compiler = try NetworkCompiler(net: net, weights: weights, batch: batch, precision: precision)
+        let compiler = try NetworkCompiler(net: net, weights: weights, batch: batch, precision: precision,
+                                           calibration: precision == .int8 ? calibration : nil, probing: probing)
         self.program = try compiler.compile()
         self.outputShape = program.outputShape
         self.kernels = compiler.kernels
@@ -85,6 +101,15 @@ public final class Network {
         }
         OpenMPRuntime.setThreads(threads)
         return try program.run(input.data)
+    }
+
+    /// Runs the network and hands every probed activation tensor (plain NCHW, float32) to
+    /// `body` by the name of the layer that wrote it.
+    func forwardProbing(_ input: Tensor, _ body: (String, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        _ = try forward(input)
+        for probe in program.probes {
+            try body(probe.name, UnsafeBufferPointer(start: probe.buffer, count: probe.count))
+        }
     }
 
     /// Bytes of the one buffer all activations share (tensors whose lifetimes do not overlap
@@ -185,6 +210,8 @@ final class CompiledProgram {
     let inputCount: Int
     let outputBuffer: UnsafeMutablePointer<Float>
     let outputShape: [Int]
+    /// Copies of activation tensors a probing network makes (see `Network.forwardProbing`).
+    var probes: [(name: String, buffer: UnsafeMutablePointer<Float>, count: Int)] = []
 
     init(resources: DNNLResources, engine: dnnl_engine_t, stream: dnnl_stream_t, steps: [Step],
          arena: ActivationArena, inputBuffer: UnsafeMutablePointer<Float>, inputCount: Int,

@@ -12,6 +12,8 @@ final class NetworkCompiler {
         var shape: Shape3
         /// Whether a layer wrote this buffer itself (not the network input, not a view).
         var ownsBuffer: Bool
+        /// Stored value over real value: 1 for floating point, levels / threshold for u8/s8.
+        var scale: Float = 1
     }
 
     /// A convolution whose only reader is a two-input add: it is built when the add is
@@ -34,7 +36,7 @@ final class NetworkCompiler {
     private var values: [String: Value] = [:]
     /// Reordered copies already made of a buffer, so two readers wanting the same layout
     /// share one reorder.
-    private var conversions: [OpaquePointer: [(md: dnnl_memory_desc_t, memory: dnnl_memory_t)]] = [:]
+    private var conversions: [OpaquePointer: [(md: dnnl_memory_desc_t, scale: Float, memory: dnnl_memory_t)]] = [:]
     private var deferred: [String: DeferredConv] = [:]
     /// Every activation buffer and its size in bytes.
     private var activationBytes: [OpaquePointer: Int] = [:]
@@ -53,11 +55,22 @@ final class NetworkCompiler {
     /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.
     private var activationType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
 
-    init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int, precision: Precision = .fp32) throws {
+    /// Clipping threshold per activation tensor under `.int8` (see `Int8Calibration`); a
+    /// tensor without one stays float32, and so does every layer reading it until a
+    /// convolution or inner product quantizes again.
+    private var thresholds: [String: Float] = [:]
+    private let probing: Bool
+    private var probed: Set<String> = []
+    private var probes: [(name: String, memory: dnnl_memory_t, count: Int)] = []
+
+    init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int, precision: Precision = .fp32,
+         calibration: Int8Calibration? = nil, probing: Bool = false) throws {
         self.net = net
         self.weights = weights
         self.batch = batch
         self.precision = precision
+        self.thresholds = calibration?.thresholds ?? [:]
+        self.probing = probing
         var engine: dnnl_engine_t?
         try DNNL.check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
         guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
@@ -99,6 +112,12 @@ final class NetworkCompiler {
             runsAt[resolved.layer.name] = reading[0]
             if let bn { runsAt[bn.layer.name] = reading[0] }
         }
+        // A branch read only by a concat is quantized with the concat's threshold (which
+        // covers every branch), so the concat copies bytes instead of rescaling them.
+        for (index, resolved) in layers.enumerated() {
+            guard case .concat = resolved.layer.op, let t = thresholds[resolved.layer.name] else { continue }
+            for input in resolved.layer.inputs where readers[input] == [index] { thresholds[input] = t }
+        }
     }
 
     // MARK: - Compilation
@@ -109,9 +128,15 @@ final class NetworkCompiler {
         let inputMD = try DNNL.desc([batch, input.c, input.h, input.w], dnnl_nchw, layer: Layer.networkInput)
         let inputMemory = try newActivation(inputMD, layer: Layer.networkInput)
         values[Layer.networkInput] = Value(memory: inputMemory, md: inputMD, shape: input, ownsBuffer: false)
+        try probe(Layer.networkInput)
 
         for (index, resolved) in net.layers.enumerated() {
             try compileLayer(resolved, index: index)
+            if probing {
+                for name in values.keys.sorted() where !probed.contains(name) && values[name]?.ownsBuffer == true {
+                    try probe(name)
+                }
+            }
         }
         guard let last = net.layers.last, let result = values[last.layer.name] else {
             throw ZooError.engineFailure(layer: "output", reason: "the network has no layers")
@@ -123,10 +148,26 @@ final class NetworkCompiler {
         let outputMemory = try converted(result, to: outputMD, layer: last.layer.name)
         let outputShape = shape.h == 1 && shape.w == 1 ? [batch, shape.c] : plainDims
         let arena = try assignActivationStorage(input: inputMemory, output: outputMemory)
-        return CompiledProgram(
+        let program = CompiledProgram(
             resources: resources, engine: engine, stream: stream, steps: steps, arena: arena,
             inputBuffer: try handle(inputMemory, layer: Layer.networkInput), inputCount: batch * input.count,
             outputBuffer: try handle(outputMemory, layer: last.layer.name), outputShape: outputShape)
+        program.probes = try probes.map { ($0.name, try handle($0.memory, layer: $0.name), $0.count) }
+        return program
+    }
+
+    /// Under `probing`, copies the value's tensor out (plain NCHW float32) right after the
+    /// step that writes it, before a residual sum may overwrite its buffer.
+    private func probe(_ name: String) throws {
+        guard probing, !probed.contains(name), let value = values[name] else { return }
+        probed.insert(name)
+        let dims = DNNL.dims(of: value.md)
+        let plain = try DNNL.desc(dims, DNNL.plainTag(rank: dims.count), layer: name)
+        let memory = try newMemory(plain, layer: name)
+        let reorder = try makeReorder(from: value.md, to: plain, layer: name)
+        steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
+                                          dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: memory)], layer: "probe " + name))
+        probes.append((name, memory, dims.reduce(1, *)))
     }
 
     /// Gives every activation buffer storage in one arena. Each buffer lives from the first
@@ -202,11 +243,13 @@ final class NetworkCompiler {
             }
             let source = try value(layer.inputs[0], for: name)
             let output = bn?.output ?? resolved.output
-            values[outputName] = try buildConv(resolved, spec, source: source, output: output, weights: weights,
+            values[outputName] = try buildConv(resolved, spec, source: source, sourceName: layer.inputs[0],
+                                               output: output, outputName: outputName, weights: weights,
                                                bias: bias, activation: activation, accumulateInto: nil)
         case .batchNorm(let epsilon):
             if values[name] != nil || deferred[name] != nil { return }  // folded into its conv
-            values[name] = try buildBatchNorm(resolved, epsilon: epsilon, source: try value(layer.inputs[0], for: name))
+            values[name] = try buildBatchNorm(resolved, epsilon: epsilon,
+                                              source: try floatValue(try value(layer.inputs[0], for: name), layer: name))
         case .maxPool(let spec), .avgPool(let spec):
             var isMax = false
             if case .maxPool = layer.op { isMax = true }
@@ -214,7 +257,7 @@ final class NetworkCompiler {
         case .adaptiveAvgPool(let size):
             values[name] = try buildAdaptivePool(resolved, size, source: try value(layer.inputs[0], for: name))
         case .lrn(let spec):
-            values[name] = try buildLRN(resolved, spec, source: try value(layer.inputs[0], for: name))
+            values[name] = try buildLRN(resolved, spec, source: try floatValue(try value(layer.inputs[0], for: name), layer: name))
         case .flatten:
             var view = try value(layer.inputs[0], for: name)
             view.shape = resolved.output
@@ -225,15 +268,20 @@ final class NetworkCompiler {
             view.ownsBuffer = false
             values[name] = view
         case .linear:
-            values[name] = try buildInnerProduct(resolved, source: try value(layer.inputs[0], for: name))
+            values[name] = try buildInnerProduct(resolved, source: try value(layer.inputs[0], for: name),
+                                                 sourceName: layer.inputs[0])
         case .concat:
             values[name] = try buildConcat(resolved, sources: try layer.inputs.map { try value($0, for: name) })
         case .add:
             values[name] = try buildAdd(resolved, index: index)
         case .softmax:
-            values[name] = try buildSoftmax(resolved, source: try value(layer.inputs[0], for: name))
+            values[name] = try buildSoftmax(resolved, source: try floatValue(try value(layer.inputs[0], for: name), layer: name))
         }
-        if let activation = layer.activation, let produced = values[name], !activationFused(layer) {
+        if let activation = layer.activation, var produced = values[name], !activationFused(layer) {
+            if Self.isInteger(produced.md) {
+                produced = try floatValue(produced, layer: name)
+                values[name] = produced
+            }
             try appendEltwise(activation, on: produced, layer: name)
         }
     }
@@ -281,11 +329,12 @@ final class NetworkCompiler {
     /// A buffer holding `data` (plain layout `dims`) reordered into `target`, done now, once.
     /// The reorder reads the Swift array in place, so a large weight is never held three
     /// times over (array, plain copy, blocked copy).
+    /// `scales`/`mask` quantize on the way (int8 weights: one scale per output channel).
     private func constantMemory(_ data: [Float], dims: [Int], target: dnnl_memory_desc_t,
-                                layer: String) throws -> dnnl_memory_t {
+                                scales: [Float] = [1], mask: Int32 = 0, layer: String) throws -> dnnl_memory_t {
         var plainMD = try DNNL.desc(dims, DNNL.plainTag(rank: dims.count), layer: layer)
         let placed = try newMemory(target, layer: layer)
-        let reorder = try makeReorder(from: plainMD, to: target, layer: layer)
+        let reorder = try makeReorder(from: plainMD, to: target, scales: scales, mask: mask, layer: layer)
         try data.withUnsafeBytes { bytes in
             // oneDNN takes a mutable handle, but a reorder only reads its source.
             let handle = bytes.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) }
@@ -300,11 +349,21 @@ final class NetworkCompiler {
         return placed
     }
 
+    /// A reorder that also multiplies by `scales` (one for all, or one per index of the
+    /// dimensions in `mask`): how values enter and leave int8.
     private func makeReorder(from source: dnnl_memory_desc_t, to target: dnnl_memory_desc_t,
-                             layer: String) throws -> dnnl_primitive_t {
+                             scales: [Float] = [1], mask: Int32 = 0, layer: String) throws -> dnnl_primitive_t {
         var source = source, target = target
         var pd: dnnl_primitive_desc_t?
-        try DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &source, engine, &target, engine, nil),
+        var attributes: dnnl_primitive_attr_t?
+        if scales != [1] {
+            try DNNL.check(dnnl_primitive_attr_create(&attributes), layer: layer, "attributes")
+            guard let attributes else { throw ZooError.engineFailure(layer: layer, reason: "no attributes") }
+            resources.keep(attribute: attributes)
+            try DNNL.check(dnnl_primitive_attr_set_output_scales(attributes, Int64(scales.count), mask, scales),
+                           layer: layer, "reorder scales")
+        }
+        try DNNL.check(dnnl_reorder_primitive_desc_create(&pd, &source, engine, &target, engine, attributes),
                        layer: layer, "reorder descriptor")
         guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "no reorder descriptor") }
         resources.keep(descriptor: pd)
@@ -333,26 +392,68 @@ final class NetworkCompiler {
     }
 
     /// The value's buffer in layout `md`, adding a reorder step the first time it is needed.
-    private func converted(_ value: Value, to md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
-        if DNNL.equal(value.md, md) { return value.memory }
-        if let cached = conversions[value.memory]?.first(where: { DNNL.equal($0.md, md) }) { return cached.memory }
+    /// `scale` is the stored/real ratio wanted (see `Value.scale`): 1 for float32.
+    private func converted(_ value: Value, to md: dnnl_memory_desc_t, scale: Float = 1,
+                           layer: String) throws -> dnnl_memory_t {
+        if DNNL.equal(value.md, md) && value.scale == scale { return value.memory }
+        if let cached = conversions[value.memory]?.first(where: { DNNL.equal($0.md, md) && $0.scale == scale }) {
+            return cached.memory
+        }
         let memory = try newActivation(md, layer: layer)
-        let reorder = try makeReorder(from: value.md, to: md, layer: layer)
+        let reorder = try makeReorder(from: value.md, to: md, scales: [scale / value.scale], layer: layer)
         steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
                                           dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: memory)], layer: layer))
-        conversions[value.memory, default: []].append((md, memory))
+        conversions[value.memory, default: []].append((md, scale, memory))
         return memory
+    }
+
+    static func isInteger(_ md: dnnl_memory_desc_t) -> Bool { md.data_type == dnnl_u8 || md.data_type == dnnl_s8 }
+
+    /// Quantization levels on each side of zero.
+    static func levels(_ type: dnnl_data_type_t) -> Float { type == dnnl_u8 ? 255 : 127 }
+
+    /// The value in float32 (same layout), for layers without int8 kernels.
+    private func floatValue(_ value: Value, layer: String) throws -> Value {
+        guard Self.isInteger(value.md) else { return value }
+        var md = value.md
+        md.data_type = dnnl_f32
+        let memory = try converted(value, to: md, scale: 1, layer: layer)
+        return Value(memory: memory, md: md, shape: value.shape, ownsBuffer: true, scale: 1)
+    }
+
+    /// How an int8 convolution or inner product reads `source`: its own type and scale when it
+    /// is already u8/s8, else s8 at the calibrated threshold of `name`; nil when the layer
+    /// stays float32 (not int8, or no threshold measured).
+    private func int8Input(_ source: Value, name: String) -> (type: dnnl_data_type_t, scale: Float)? {
+        guard precision == .int8 else { return nil }
+        if Self.isInteger(source.md) { return (source.md.data_type, source.scale) }
+        guard let t = thresholds[name] else { return nil }
+        return (dnnl_s8, 127 / t)
+    }
+
+    /// One scale per output channel (first dimension of the canonical weight): 127 over the
+    /// channel's largest |w|.
+    static func channelScales(_ weights: [Float], channels: Int) -> [Float] {
+        let per = weights.count / max(channels, 1)
+        return (0..<channels).map { o in
+            var m: Float = 0
+            for i in (o * per)..<((o + 1) * per) { m = max(m, abs(weights[i])) }
+            return m > 0 && m.isFinite ? 127 / m : 1
+        }
     }
 
     /// Primitive attributes carrying post-ops: an optional in-place accumulation (residual
     /// sum) followed by an optional activation.
-    private func postOps(activation: Activation?, accumulate: Bool, layer: String) throws -> dnnl_primitive_attr_t? {
-        guard activation != nil || accumulate else { return nil }
+    /// Under int8, `outputScales` (per output channel, dimension 1 of the destination) take
+    /// the s32 accumulator to the destination's scale, and `sumScale` the old destination.
+    private func postOps(activation: Activation?, accumulate: Bool, sumScale: Float = 1,
+                         outputScales: [Float]? = nil, layer: String) throws -> dnnl_primitive_attr_t? {
+        guard activation != nil || accumulate || outputScales != nil else { return nil }
         var ops: dnnl_post_ops_t?
         try DNNL.check(dnnl_post_ops_create(&ops), layer: layer, "post-ops")
         guard let ops else { return nil }
         resources.keep(postOps: ops)
-        if accumulate { try DNNL.check(dnnl_post_ops_append_sum(ops, 1), layer: layer, "sum post-op") }
+        if accumulate { try DNNL.check(dnnl_post_ops_append_sum(ops, sumScale), layer: layer, "sum post-op") }
         if let activation {
             try DNNL.check(dnnl_post_ops_append_eltwise(ops, 1, Self.algorithm(activation), 0, 0),
                            layer: layer, "activation post-op")
@@ -362,6 +463,11 @@ final class NetworkCompiler {
         guard let attributes else { return nil }
         resources.keep(attribute: attributes)
         try DNNL.check(dnnl_primitive_attr_set_post_ops(attributes, ops), layer: layer, "set post-ops")
+        if let outputScales {
+            try DNNL.check(dnnl_primitive_attr_set_output_scales(attributes, Int64(outputScales.count),
+                                                                 outputScales.count == 1 ? 0 : 1 << 1, outputScales),
+                           layer: layer, "output scales")
+        }
         return attributes
     }
 
@@ -420,7 +526,10 @@ final class NetworkCompiler {
         return (weights, bias)
     }
 
-    private func buildConv(_ resolved: ResolvedLayer, _ spec: ConvSpec, source: Value, output: Shape3,
+    /// `sourceName` and `outputName` name the tensors whose int8 thresholds apply (the add's
+    /// output when accumulating into `target`).
+    private func buildConv(_ resolved: ResolvedLayer, _ spec: ConvSpec, source: Value, sourceName: String,
+                           output: Shape3, outputName: String,
                            weights: [Float], bias: [Float], activation: Activation?,
                            accumulateInto target: Value?) throws -> Value {
         let name = resolved.layer.name
@@ -434,6 +543,37 @@ final class NetworkCompiler {
         var weightMD = try anyDesc(plainWeightDims, computeType: true, layer: name)
         var biasMD = try anyDesc([spec.outChannels], layer: name)
         var dstMD = try target?.md ?? anyDesc([n, output.c, output.h, output.w], computeType: true, layer: name)
+        // int8: s8 weights with a scale per output channel, the source as u8/s8 at its
+        // scale, the bias pre-multiplied into the accumulator's scale (oneDNN adds it before
+        // the output scales), the output scales taking the accumulator to the destination's.
+        let quantized = int8Input(source, name: sourceName)
+        var srcScale: Float = 1, dstScale: Float = 1, sumScale: Float = 1
+        var weightScales: [Float] = [1]
+        var bias = bias
+        var outputScales: [Float]?
+        if let quantized {
+            srcScale = quantized.scale
+            weightScales = Self.channelScales(weights, channels: spec.outChannels)
+            srcMD = try DNNL.desc(input, dnnl_format_tag_any, type: quantized.type, layer: name)
+            weightMD = try DNNL.desc(plainWeightDims, dnnl_format_tag_any, type: dnnl_s8, layer: name)
+            if let target {
+                if Self.isInteger(target.md) {
+                    if target.md.data_type == dnnl_u8 && activation != .relu {
+                        throw ZooError.engineFailure(layer: name, reason: "a u8 sum without ReLU would clip negatives")
+                    }
+                    dstScale = thresholds[outputName].map { Self.levels(target.md.data_type) / $0 } ?? target.scale
+                    sumScale = dstScale / target.scale
+                }
+            } else if let t = thresholds[outputName] {
+                let type = activation == .relu ? dnnl_u8 : dnnl_s8
+                dstScale = Self.levels(type) / t
+                dstMD = try DNNL.desc([n, output.c, output.h, output.w], dnnl_format_tag_any, type: type, layer: name)
+            } else {
+                dstMD = try anyDesc([n, output.c, output.h, output.w], layer: name)
+            }
+            for o in 0..<spec.outChannels { bias[o] *= srcScale * weightScales[o] }
+            outputScales = weightScales.map { dstScale / (srcScale * $0) }
+        }
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
         let padAfter: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
@@ -442,15 +582,17 @@ final class NetworkCompiler {
                                                           &srcMD, &weightMD, &biasMD, &dstMD,
                                                           strides, padBefore, padAfter),
                        layer: name, "convolution descriptor")
-        let attributes = try postOps(activation: activation, accumulate: target != nil, layer: name)
+        let attributes = try postOps(activation: activation, accumulate: target != nil, sumScale: sumScale,
+                                     outputScales: outputScales, layer: name)
         let pd = try describe(&descriptor, attributes: attributes, layer: name, "convolution")
         kernels.append((name, DNNL.implementationName(pd)))
         guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
               let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
             throw ZooError.engineFailure(layer: name, reason: "convolution did not report its layouts")
         }
-        let srcMemory = try converted(source, to: chosenSrc, layer: name)
-        let weightMemory = try constantMemory(weights, dims: plainWeightDims, target: chosenWeights, layer: name)
+        let srcMemory = try converted(source, to: chosenSrc, scale: srcScale, layer: name)
+        let weightMemory = try constantMemory(weights, dims: plainWeightDims, target: chosenWeights, scales: weightScales,
+                                              mask: weightScales.count == 1 ? 0 : (g > 1 ? 3 : 1), layer: name)
         let biasMemory = try constantMemory(bias, dims: [spec.outChannels], target: chosenBias, layer: name)
         let dstMemory = try target?.memory ?? newActivation(chosenDst, layer: name)
         let primitive = try makePrimitive(pd, layer: name)
@@ -460,7 +602,7 @@ final class NetworkCompiler {
             dnnl_exec_arg_t(arg: DNNL.Arg.bias, memory: biasMemory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
         ], layer: name))
-        return Value(memory: dstMemory, md: chosenDst, shape: output, ownsBuffer: true)
+        return Value(memory: dstMemory, md: chosenDst, shape: output, ownsBuffer: true, scale: dstScale)
     }
 
     // MARK: - Residual add
@@ -476,6 +618,7 @@ final class NetworkCompiler {
                 guard let conv = deferred[operand] else { continue }
                 if accumulating == nil { accumulating = (operand, conv); continue }
                 values[operand] = try buildDeferred(conv, outputName: operand, accumulateInto: nil, activation: nil)
+                try probe(operand)
                 deferred[operand] = nil
             }
             if let (operand, conv) = accumulating {
@@ -485,7 +628,7 @@ final class NetworkCompiler {
                 // A convolution that cannot write the other operand's layout (oneDNN refuses
                 // the descriptor before anything is recorded) falls back to a separate add.
                 if canOverwrite(otherName, other, at: index, readBy: conv),
-                   var sum = try? buildDeferred(conv, outputName: operand, accumulateInto: other,
+                   var sum = try? buildDeferred(conv, outputName: name, accumulateInto: other,
                                                 activation: layer.activation) {
                     // The other operand's buffer now holds the sum: earlier reorders of it are stale.
                     conversions[other.memory] = nil
@@ -493,9 +636,10 @@ final class NetworkCompiler {
                     return sum
                 }
                 values[operand] = try buildDeferred(conv, outputName: operand, accumulateInto: nil, activation: nil)
+                try probe(operand)
             }
         }
-        let sources = try layer.inputs.map { try value($0, for: name) }
+        let sources = try layer.inputs.map { try floatValue(try value($0, for: name), layer: name) }
         return try buildElementwiseSum(resolved, sources: sources)
     }
 
@@ -519,8 +663,9 @@ final class NetworkCompiler {
     private func buildDeferred(_ conv: DeferredConv, outputName: String, accumulateInto target: Value?,
                                activation: Activation?) throws -> Value {
         let source = try value(conv.source, for: conv.layer.layer.name)
-        return try buildConv(conv.layer, conv.spec, source: source, output: conv.layer.output,
-                             weights: conv.weights, bias: conv.bias, activation: activation, accumulateInto: target)
+        return try buildConv(conv.layer, conv.spec, source: source, sourceName: conv.source, output: conv.layer.output,
+                             outputName: outputName, weights: conv.weights, bias: conv.bias, activation: activation,
+                             accumulateInto: target)
     }
 
     private func buildElementwiseSum(_ resolved: ResolvedLayer, sources: [Value]) throws -> Value {
@@ -622,7 +767,10 @@ final class NetworkCompiler {
                                                                 : dnnl_pooling_avg_exclude_padding
         }
         var srcMD = source.md
-        var dstMD = try anyDesc([input[0], output.c, output.h, output.w], computeType: true, layer: name)
+        // int8 pools read and write the source's type at the source's scale.
+        var dstMD = Self.isInteger(source.md)
+            ? try DNNL.desc([input[0], output.c, output.h, output.w], dnnl_format_tag_any, type: source.md.data_type, layer: name)
+            : try anyDesc([input[0], output.c, output.h, output.w], computeType: true, layer: name)
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let kernel: [Int64] = [Int64(spec.kernel.h), Int64(spec.kernel.w)]
         let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
@@ -632,7 +780,9 @@ final class NetworkCompiler {
                                                       strides, kernel, padBefore, padAfter),
                        layer: name, "pooling descriptor")
         let pd = try describe(&descriptor, layer: name, "pooling")
-        return try appendOneToOne(pd, source: source, shape: output, layer: name, "pooling")
+        var pooled = try appendOneToOne(pd, source: source, shape: output, layer: name, "pooling")
+        pooled.scale = source.scale
+        return pooled
     }
 
     private func buildAdaptivePool(_ resolved: ResolvedLayer, _ size: Size2, source: Value) throws -> Value {
@@ -666,7 +816,7 @@ final class NetworkCompiler {
         return try appendOneToOne(pd, source: source, shape: resolved.output, layer: name, "LRN")
     }
 
-    private func buildInnerProduct(_ resolved: ResolvedLayer, source: Value) throws -> Value {
+    private func buildInnerProduct(_ resolved: ResolvedLayer, source: Value, sourceName: String) throws -> Value {
         let name = resolved.layer.name
         guard case .linear(let outFeatures, let hasBias) = resolved.layer.op else {
             throw ZooError.engineFailure(layer: name, reason: "not a linear layer")
@@ -682,22 +832,44 @@ final class NetworkCompiler {
         var weightMD = try anyDesc(weightDims, computeType: compute, layer: name)
         var biasMD = try anyDesc([outFeatures], layer: name)
         var dstMD = try anyDesc([n, outFeatures], computeType: compute, layer: name)
+        var weights = try Network.parameter(self.weights, resolved, .weight).data
+        var bias = hasBias ? try Network.parameter(self.weights, resolved, .bias).data
+                           : [Float](repeating: 0, count: outFeatures)
+        // int8 hidden layers (VGG's and AlexNet's fc6/fc7: a quarter of the weight bytes to
+        // stream), quantized as convolutions are; the classifier stays float32.
+        let quantized = compute ? int8Input(source, name: sourceName) : nil
+        var srcScale: Float = 1, dstScale: Float = 1
+        var weightScales: [Float] = [1]
+        var outputScales: [Float]?
+        if let quantized {
+            srcScale = quantized.scale
+            weightScales = Self.channelScales(weights, channels: outFeatures)
+            srcMD = try DNNL.desc(input, dnnl_format_tag_any, type: quantized.type, layer: name)
+            weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, type: dnnl_s8, layer: name)
+            if let t = thresholds[name] {
+                let type = resolved.layer.activation == .relu ? dnnl_u8 : dnnl_s8
+                dstScale = Self.levels(type) / t
+                dstMD = try DNNL.desc([n, outFeatures], dnnl_format_tag_any, type: type, layer: name)
+            }
+            for o in 0..<outFeatures { bias[o] *= srcScale * weightScales[o] }
+            outputScales = weightScales.map { dstScale / (srcScale * $0) }
+        }
         var descriptor = dnnl_inner_product_desc_t()
         try DNNL.check(dnnl_inner_product_forward_desc_init(&descriptor, dnnl_forward_inference,
                                                             &srcMD, &weightMD, &biasMD, &dstMD),
                        layer: name, "inner product descriptor")
-        let attributes = try postOps(activation: resolved.layer.activation, accumulate: false, layer: name)
+        let attributes = try postOps(activation: resolved.layer.activation, accumulate: false,
+                                     outputScales: outputScales, layer: name)
         let pd = try describe(&descriptor, attributes: attributes, layer: name, "inner product")
         kernels.append((name, DNNL.implementationName(pd)))
         guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
               let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
             throw ZooError.engineFailure(layer: name, reason: "inner product did not report its layouts")
         }
-        let weights = try Network.parameter(self.weights, resolved, .weight).data
-        let bias = hasBias ? try Network.parameter(self.weights, resolved, .bias).data
-                           : [Float](repeating: 0, count: outFeatures)
-        let srcMemory = try converted(source, to: chosenSrc, layer: name)
-        let weightMemory = try constantMemory(weights, dims: weightDims, target: chosenWeights, layer: name)
+        let srcMemory = try converted(source, to: chosenSrc, scale: srcScale, layer: name)
+        let weightMemory = try constantMemory(weights, dims: weightDims, target: chosenWeights, scales: weightScales,
+                                              mask: weightScales.count == 1 ? 0 : 1, layer: name)
+        weights = []
         let biasMemory = try constantMemory(bias, dims: [outFeatures], target: chosenBias, layer: name)
         let dstMemory = try newActivation(chosenDst, layer: name)
         steps.append(.primitive(try makePrimitive(pd, layer: name), [
@@ -706,12 +878,29 @@ final class NetworkCompiler {
             dnnl_exec_arg_t(arg: DNNL.Arg.bias, memory: biasMemory),
             dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory),
         ], layer: name))
-        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true, scale: dstScale)
     }
 
     private func buildConcat(_ resolved: ResolvedLayer, sources: [Value]) throws -> Value {
         let name = resolved.layer.name
         for source in sources { _ = try fourDimensional(source, layer: name) }
+        var sources = sources
+        var scale: Float = 1
+        // oneDNN concatenates bytes: every int8 source must share one type and one scale
+        // (branches read only by the concat already do, see `plan`); a float32 source makes
+        // the whole concat float32.
+        if sources.allSatisfy({ Self.isInteger($0.md) }) {
+            let type = sources.allSatisfy { $0.md.data_type == dnnl_u8 } ? dnnl_u8 : dnnl_s8
+            scale = thresholds[name].map { Self.levels(type) / $0 } ?? sources[0].scale
+            sources = try sources.map { source in
+                var md = source.md
+                md.data_type = type
+                let memory = try converted(source, to: md, scale: scale, layer: name)
+                return Value(memory: memory, md: md, shape: source.shape, ownsBuffer: true, scale: scale)
+            }
+        } else {
+            sources = try sources.map { try floatValue($0, layer: name) }
+        }
         var mds = sources.map(\.md)
         var pd: dnnl_primitive_desc_t?
         try DNNL.check(dnnl_concat_primitive_desc_create(&pd, nil, Int32(sources.count), 1, &mds, nil, engine),
@@ -727,7 +916,7 @@ final class NetworkCompiler {
         let dstMemory = try newActivation(chosenDst, layer: name)
         args.append(dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: dstMemory))
         steps.append(.primitive(try makePrimitive(pd, layer: name), args, layer: name))
-        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true)
+        return Value(memory: dstMemory, md: chosenDst, shape: resolved.output, ownsBuffer: true, scale: scale)
     }
 
     private func buildSoftmax(_ resolved: ResolvedLayer, source: Value) throws -> Value {

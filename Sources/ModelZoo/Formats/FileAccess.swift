@@ -167,6 +167,41 @@ struct AtomicFileWriter {
         #endif
     }
 
+    /// Copies a span of another file in the kernel (`copy_file_range`), falling back to
+    /// reading and writing where the file systems cannot.
+    func copy(_ span: StoredSpan) throws {
+        let source = try ReadOnlyFile(path: span.path)
+        guard span.offset >= 0, span.byteCount >= 0, span.offset + span.byteCount <= source.size else {
+            throw ZooError.writeFailed(path: path, reason: "\(span.path) is shorter than the tensor bytes it should hold")
+        }
+        var inputOffset = Int64(span.offset)
+        var remaining = span.byteCount
+        while remaining > 0 {
+            let copied = KernelCopy.function?(source.descriptor, &inputOffset, descriptor, nil, remaining, 0) ?? -1
+            if KernelCopy.function == nil { errno = ENOSYS }
+            if copied > 0 { remaining -= copied; continue }
+            if copied < 0 && errno == EINTR { continue }
+            if copied < 0 && ![EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, EBADF].contains(errno) {
+                throw ZooError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+            }
+            if copied == 0 {
+                throw ZooError.writeFailed(path: path, reason: "\(span.path) ended before the tensor bytes it should hold")
+            }
+            // No in-kernel copy between these file systems: through a buffer instead.
+            var buffer = [UInt8](repeating: 0, count: min(remaining, 8 << 20))
+            while remaining > 0 {
+                let chunk = min(remaining, buffer.count)
+                try buffer.withUnsafeMutableBytes { raw in
+                    guard let base = raw.baseAddress else { return }
+                    try source.read(into: base, count: chunk, at: Int(inputOffset))
+                    try write(UnsafeRawBufferPointer(start: base, count: chunk))
+                }
+                inputOffset += Int64(chunk)
+                remaining -= chunk
+            }
+        }
+    }
+
     /// Closes and renames the temporary file over the target.
     mutating func commit() throws {
         let fd = descriptor
@@ -186,10 +221,14 @@ struct AtomicFileWriter {
     }
 
     /// Runs `body` against a fresh writer and commits, or abandons on any error.
-    static func write(to path: String, _ body: (AtomicFileWriter) throws -> Void) throws {
+    /// `beforeCommit` runs once the body has written everything: throwing there leaves the
+    /// target untouched, as any failure does.
+    static func write(to path: String, beforeCommit: (() throws -> Void)? = nil,
+                      _ body: (AtomicFileWriter) throws -> Void) throws {
         var writer = try AtomicFileWriter(path: path)
         do {
             try body(writer)
+            try beforeCommit?()
             try writer.commit()
         } catch {
             writer.abandon()
@@ -201,4 +240,15 @@ struct AtomicFileWriter {
 /// A byte count in words ("553.4 MB") for error messages.
 func describeBytes(_ count: Int) -> String {
     describeByteCount(count)
+}
+
+/// glibc's `copy_file_range`, looked up at run time: its declaration needs `_GNU_SOURCE`,
+/// which Swift's Glibc module does not define.
+enum KernelCopy {
+    typealias Function = @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?,
+                                         Int, UInt32) -> Int
+    static let function: Function? = {
+        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, "copy_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: Function.self)
+    }()
 }

@@ -25,7 +25,7 @@ import CProtobufC
 /// Tensors come from graph initializers, Constant nodes (named by their output) and
 /// ConstantOfShape nodes whose shape input is a constant (named by their output; the ONNX
 /// model zoo's Caffe2 exports give every weight this way).
-public final class ONNXFile: WeightFile {
+public final class ONNXFile: WeightFile, ProvidesStoredSpans {
     public let path: String
     public var format: WeightFormat { .onnx }
     /// "producer_name producer_version", or nil when the file names no producer.
@@ -121,6 +121,16 @@ public final class ONNXFile: WeightFile {
             throw ZooError.badTensor(path: path, tensor: name, reason: "no such tensor in the file")
         }
         return Tensor(shape: header.shape, data: try loadFloats(header))
+    }
+
+    func storedSpan(of name: String) -> StoredSpan? {
+        #if _endian(little)
+        guard let header = headers[name], header.dtype == .float32, case let .raw(range) = header.storage,
+              range.count == header.byteCount else { return nil }
+        return StoredSpan(path: path, offset: range.lowerBound, byteCount: range.count)
+        #else
+        return nil
+        #endif
     }
 
     /// Every listed tensor that converts to float32, by name. Tensors of other types

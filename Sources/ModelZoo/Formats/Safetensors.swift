@@ -19,7 +19,7 @@ private let safetensorsTypes: [String: (dtype: DType, width: Int)] = [
 /// and every range's length equal to shape times dtype width. `load` widens F16, BF16 and F64
 /// to float32; integer and boolean tensors are listed but refused by `load`. Tensors are
 /// listed in the order their data lies in the file.
-public final class SafetensorsFile: WeightFile {
+public final class SafetensorsFile: WeightFile, ProvidesStoredSpans {
     public static let maximumHeaderBytes = 100_000_000
 
     public let path: String
@@ -143,6 +143,15 @@ public final class SafetensorsFile: WeightFile {
         }
     }
 
+    func storedSpan(of name: String) -> StoredSpan? {
+        #if _endian(little)
+        guard let record = recordsByName[name], record.dtype == .float32, let offset = dataOffsets[name] else { return nil }
+        return StoredSpan(path: path, offset: offset, byteCount: record.byteCount)
+        #else
+        return nil
+        #endif
+    }
+
     private func readArray<T>(_: T.Type, count: Int, record: TensorRecord, offset: Int) throws -> [T] {
         try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
             if let base = buffer.baseAddress { try file.read(into: base, count: record.byteCount, at: offset) }
@@ -178,6 +187,17 @@ public enum SafetensorsWriter {
     /// `load_state_dict(strict=True)` insists on.
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
                              int64Scalars: [(name: String, value: Int64)] = [], to path: String) throws {
+        for (name, tensor) in tensors where checkedElementCount(tensor.shape) != tensor.data.count {
+            throw ZooError.writeFailed(path: path, reason: "tensor '\(name)' has shape \(tensor.shape) but \(tensor.data.count) values")
+        }
+        try write(payloads: tensors.map { ($0.name, $0.tensor.shape, .values($0.tensor.data)) }, metadata: metadata,
+                  int64Scalars: int64Scalars, to: path)
+    }
+
+    /// The same with values that may still be in another file (copied in the kernel).
+    static func write(payloads tensors: [(name: String, shape: [Int], payload: TensorPayload)],
+                      metadata: [String: String] = [:], int64Scalars: [(name: String, value: Int64)] = [],
+                      to path: String, beforeCommit: (() throws -> Void)? = nil) throws {
         var seen = Set<String>()
         var header = "{"
         var first = true
@@ -188,15 +208,15 @@ public enum SafetensorsWriter {
             first = false
         }
         var offset = 0
-        for (name, tensor) in tensors {
+        for (name, tensorShape, payload) in tensors {
             guard name != "__metadata__", seen.insert(name).inserted else {
                 throw ZooError.writeFailed(path: path, reason: "tensor name '\(name)' is reserved or used twice")
             }
-            guard checkedElementCount(tensor.shape) == tensor.data.count else {
-                throw ZooError.writeFailed(path: path, reason: "tensor '\(name)' has shape \(tensor.shape) but \(tensor.data.count) values")
+            guard checkedElementCount(tensorShape) == payload.elementCount, payload.byteCount % 4 == 0 else {
+                throw ZooError.writeFailed(path: path, reason: "tensor '\(name)' has shape \(tensorShape) but \(payload.elementCount) values")
             }
-            let bytes = tensor.data.count * MemoryLayout<Float>.size
-            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            let bytes = payload.byteCount
+            let shape = tensorShape.map(String.init).joined(separator: ",")
             header += (first ? "" : ",")
                 + "\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             first = false
@@ -216,10 +236,10 @@ public enum SafetensorsWriter {
         let length = UInt64(headerBytes.count)
         let lengthBytes = (0..<8).map { UInt8(truncatingIfNeeded: length >> (8 * UInt64($0))) }
 
-        try AtomicFileWriter.write(to: path) { writer in
+        try AtomicFileWriter.write(to: path, beforeCommit: beforeCommit) { writer in
             try writer.write(lengthBytes + headerBytes)
-            for (_, tensor) in tensors {
-                try writer.writeLittleEndian(tensor.data)
+            for (_, _, payload) in tensors {
+                try payload.write(to: writer)
             }
             var scalars: [UInt8] = []
             for (_, value) in int64Scalars {

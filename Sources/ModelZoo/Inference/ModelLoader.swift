@@ -46,17 +46,44 @@ public enum ModelLoader {
     /// Verifies and loads a file already opened (or weights in memory: `MemoryWeightFile`).
     public static func load(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
                             inputSize: Size2? = nil) throws -> LoadedModel {
-        // Shapes first; values are checked once loaded, so the file is read only once.
-        var (report, found) = try Verifier.verify(file, architecture: requested, preset: requestedPreset,
-                                                     checkValues: false)
-        guard report.ok, let mapping = found, let archID = report.architecture else {
-            throw VerificationFailed(report: report)
-        }
-        let weights = try mapping.loadWeights(from: file)
-        let nonFinite = Verifier.nonFiniteProblems(mapping, loaded: weights)
+        let prepared = try prepare(file: file, spec: requested, preset: requestedPreset, inputSize: inputSize)
+        let weights = try prepared.mapping.loadWeights(from: file)
+        let nonFinite = Verifier.nonFiniteProblems(prepared.mapping, loaded: weights)
         guard nonFinite.isEmpty else {
+            var report = prepared.report
             report.problems = nonFinite
             report.ok = false
+            throw VerificationFailed(report: report)
+        }
+        return LoadedModel(file: file, report: prepared.report, architecture: prepared.architecture,
+                           network: prepared.network, weights: weights, preset: prepared.preset,
+                           classNames: prepared.classNames)
+    }
+
+    /// What `load` knows before it reads a value: the file verified by shapes, its mapping
+    /// and the network it runs as (`convert` copies tensors file to file from here).
+    struct Prepared {
+        let file: WeightFile
+        let report: VerifyReport
+        let mapping: MappingResult
+        let architecture: Architecture
+        let network: ResolvedNetwork
+        let preset: WeightsPreset
+        let classNames: [String]?
+    }
+
+    static func prepare(path: String, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
+                        inputSize: Size2? = nil) throws -> Prepared {
+        try prepare(file: try WeightFileOpener.open(path: path), spec: requested, preset: requestedPreset,
+                    inputSize: inputSize)
+    }
+
+    static func prepare(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset?,
+                        inputSize: Size2?) throws -> Prepared {
+        // Shapes first; values are checked once loaded, so the file is read only once.
+        let (report, found) = try Verifier.verify(file, architecture: requested, preset: requestedPreset,
+                                                  checkValues: false)
+        guard report.ok, let mapping = found, let archID = report.architecture else {
             throw VerificationFailed(report: report)
         }
         let registered = try requested ?? ArchitectureRegistry.find(archID)
@@ -89,8 +116,8 @@ public enum ModelLoader {
         let stored = file.metadata[ZooMetadata.classNames].map { ZooMetadata.decode(classNames: $0) }
         // A pooled head is always a new one: the preset's names are not its names.
         let names = stored ?? (base.includeTop && !base.pooledHead ? preset.classNames(forHead: network.classes) : nil)
-        return LoadedModel(file: file, report: report, architecture: arch, network: network, weights: weights,
-                           preset: preset, classNames: names)
+        return Prepared(file: file, report: report, mapping: mapping, architecture: arch, network: network,
+                        preset: preset, classNames: names)
     }
 }
 

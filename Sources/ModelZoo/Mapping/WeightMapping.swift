@@ -130,10 +130,16 @@ public struct MappingResult: Sendable {
         var weights: [String: Tensor] = [:]
         weights.reserveCapacity(bindings.count)
         for binding in bindings {
-            let shape = binding.canonical.shape
+            weights[binding.canonical.name] = try loadWeight(binding, from: file)
+        }
+        return weights
+    }
+
+    /// One canonical tensor's values.
+    public func loadWeight(_ binding: TensorBinding, from file: WeightFile) throws -> Tensor {
+        let shape = binding.canonical.shape
             guard let record = binding.source else {
-                weights[binding.canonical.name] = binding.transform.apply(Tensor(zeros: [0]), canonicalShape: shape)
-                continue
+                return binding.transform.apply(Tensor(zeros: [0]), canonicalShape: shape)
             }
             var raw = try file.load(record.name)
             guard raw.count == shape.reduce(1, *) else {
@@ -150,9 +156,7 @@ public struct MappingResult: Sendable {
                 let scale: Float = value == 0 ? 0 : 1 / value
                 raw.data = raw.data.map { $0 * scale }
             }
-            weights[binding.canonical.name] = binding.transform.apply(raw, canonicalShape: shape)
-        }
-        return weights
+            return binding.transform.apply(raw, canonicalShape: shape)
     }
 }
 

@@ -32,6 +32,8 @@ public final class FeatureExtractor {
         public var augmentation: Augmentation?
         /// The backbone's arithmetic (bf16 features differ from fp32 ones: part of the cache key).
         public var precision: Precision = .fp32
+        /// The activation scales under `.int8`.
+        public var calibration: Int8Calibration?
         public init() {}
     }
 
@@ -111,7 +113,7 @@ public final class FeatureExtractor {
         var skipped: [Int: String] = [:]
         let network = plan.cutIndex == 0 ? nil
             : try Network(plan.backbone, weights: weights, batch: batch, threads: options.threads,
-                          precision: options.precision)
+                          precision: options.precision, calibration: options.calibration)
         var batchInput = [Float](repeating: 0, count: batch * input.count)
         // Augmented views of one image are consecutive rows: decode it once for all of them.
         var lastDecoded: (path: String, image: Swift.Result<RGBImage, Error>)? = nil

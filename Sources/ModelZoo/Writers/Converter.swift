@@ -13,6 +13,9 @@ public enum Converter {
         /// Reload the output and compare the engine's logits on both.
         public var check = false
         public var threads: Int?
+        /// Copy tensors whose bytes are already right file to file (safetensors and ONNX in
+        /// and out); off, every tensor goes through memory. The output is the same either way.
+        public var copyStoredTensors = true
 
         public init(architecture: String? = nil, format: WeightFormat? = nil, force: Bool = false,
                     check: Bool = false, threads: Int? = nil) {
@@ -84,6 +87,10 @@ public enum Converter {
         let start = DispatchTime.now().uptimeNanoseconds
         let format = try targetFormat(for: output, requested: options.format)
         try checkTarget(input: input, output: output, force: options.force)
+        if options.copyStoredTensors, !options.check, format == .safetensors || format == .onnx,
+           let report = try convertCopyingStored(input: input, output: output, format: format, options: options, start: start) {
+            return report
+        }
         let model = try ModelLoader.load(path: input, architecture: options.architecture)
         try ModelWriter.checkExpressible(model.network, as: format)
         let source = URL(fileURLWithPath: input).lastPathComponent
@@ -100,6 +107,67 @@ public enum Converter {
                             notes: model.report.notes, check: check, seconds: seconds)
         if let check, !check.passed { throw CheckFailed(report: report) }
         return report
+    }
+
+    /// The conversion at disk speed: tensors the input holds as contiguous float32
+    /// little-endian bytes in canonical layout (safetensors, ONNX raw_data: the same bytes
+    /// both formats store) are checked for NaN and Inf through a read-only mapping and then
+    /// copied into the output by the kernel (`copy_file_range`), never into this process's
+    /// memory; the others (transposed, constants, other types) are loaded as usual. nil when
+    /// nothing can be copied or a value is not finite: the ordinary path then converts, or
+    /// reports the problem as it always does.
+    static func convertCopyingStored(input: String, output: String, format: WeightFormat, options: Options,
+                                     start: UInt64) throws -> Report? {
+        let spec = try options.architecture.map { try ArchitectureRegistry.find($0) }
+        let prepared = try ModelLoader.prepare(path: input, spec: spec, preset: options.architecture.flatMap(WeightsPreset.find))
+        guard let spans = prepared.file as? ProvidesStoredSpans else { return nil }
+        var stored: [String: StoredSpan] = [:]
+        var weights: [String: Tensor] = [:]
+        for binding in prepared.mapping.bindings {
+            let canonical = binding.canonical
+            if let record = binding.source, binding.transform == .none, let span = spans.storedSpan(of: record.name),
+               span.byteCount == canonical.count * MemoryLayout<Float>.size {
+                stored[canonical.name] = span
+            } else {
+                weights[canonical.name] = try prepared.mapping.loadWeight(binding, from: prepared.file)
+            }
+        }
+        guard !stored.isEmpty, Verifier.nonFiniteProblems(prepared.mapping, loaded: weights).isEmpty else { return nil }
+        try ModelWriter.checkExpressible(prepared.network, as: format)
+        // The copied tensors are checked for NaN and Inf on the other core while this one
+        // copies: the output keeps its temporary name until the check has passed.
+        let copiedSpans = stored.keys.sorted().compactMap { stored[$0] }
+        let scan = ScanResult()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { scan.result = Result { try StoredSpan.nonFiniteCounts(copiedSpans) } }
+        defer { group.wait() }
+        let summary: ModelWriter.Summary
+        do {
+            summary = try ModelWriter.write(
+                prepared.network, weights: weights, stored: stored, classNames: prepared.file.metadata[ZooMetadata.classNames].map { ZooMetadata.decode(classNames: $0) },
+                to: output, format: format, producer: "zoo convert", source: URL(fileURLWithPath: input).lastPathComponent,
+                preset: prepared.preset,
+                beforeCommit: {
+                    group.wait()
+                    guard let result = scan.result else { throw NonFiniteStored() }
+                    guard try result.get().allSatisfy({ $0.nan == 0 && $0.inf == 0 }) else { throw NonFiniteStored() }
+                })
+        } catch is NonFiniteStored {
+            return nil
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return Report(input: input, inputFormat: prepared.file.format,
+                      architecture: prepared.report.architecture ?? prepared.architecture.id, summary: summary,
+                      notes: prepared.report.notes, check: nil, seconds: seconds)
+    }
+
+    /// The copied tensors hold NaN or Inf: the ordinary path reports them.
+    private struct NonFiniteStored: Error {}
+
+    /// Written by the scan's thread before the group it runs in is left, read after
+    /// waiting on that group.
+    private final class ScanResult: @unchecked Sendable {
+        var result: Result<[(nan: Int, inf: Int)], Error>?
     }
 
     /// Reloads `output` as the same architecture and runs both through the engine.

@@ -38,9 +38,24 @@ public enum ModelWriter {
     /// Writes `weights` (canonical names and layouts) as `format`. `producer` says what made
     /// them ("zoo finetune", "zoo convert from x.onnx"); `source` is the file converted from;
     /// `preset` is the one the weights were loaded with (nil: the architecture's standard one).
+    /// `stored` (safetensors and ONNX only): tensors whose bytes the input file already holds
+    /// exactly as they are to be written, copied file to file instead of from `weights`.
     public static func write(_ net: ResolvedNetwork, weights: [String: Tensor], classNames: [String]?,
                              to path: String, format: WeightFormat, producer: String,
                              source: String? = nil, preset: WeightsPreset? = nil) throws -> Summary {
+        try write(net, weights: weights, stored: [:], classNames: classNames, to: path, format: format,
+                  producer: producer, source: source, preset: preset)
+    }
+
+    /// `beforeCommit` (with `stored`) runs when everything is written, before the file takes
+    /// the target's name: throwing leaves the target as it was.
+    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
+                      classNames: [String]?, to path: String, format: WeightFormat, producer: String,
+                      source: String? = nil, preset: WeightsPreset? = nil,
+                      beforeCommit: (() throws -> Void)? = nil) throws -> Summary {
+        guard stored.isEmpty || format == .safetensors || format == .onnx else {
+            throw ZooError.invalidArgument("tensors copied file to file are written to safetensors and ONNX only")
+        }
         var metadata = [ZooMetadata.architecture: net.architecture.id, ZooMetadata.producer: producer]
         // The preprocessing the weights were trained with travels with them: a head fitted
         // on a Caffe VGG's features must see Caffe's BGR minus the mean, although the vgg16
@@ -54,22 +69,28 @@ public enum ModelWriter {
         let tensorCount = net.parameters.count + net.buffers.count
         switch format {
         case .safetensors, .pth:
-            let (tensors, counters) = try stateDict(net, weights: weights, path: path)
             var transforms = ["none: torchvision state_dict names and layouts"]
             if format == .safetensors {
+                let (tensors, counters) = try statePayloads(net, weights: weights, stored: stored, path: path)
                 metadata["format"] = "pt"
-                try SafetensorsWriter.write(tensors, metadata: metadata, int64Scalars: counters, to: path)
+                try SafetensorsWriter.write(payloads: tensors, metadata: metadata, int64Scalars: counters, to: path,
+                                            beforeCommit: beforeCommit)
+                if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
+                return Summary(path: path, format: format, tensors: tensors.count + counters.count,
+                               parameters: net.totalParameters, transforms: transforms)
             } else {
+                let (tensors, counters) = try stateDict(net, weights: weights, path: path)
                 // A state_dict has no place for strings that load_state_dict(strict=True)
                 // would not call unexpected keys: the architecture and source go unrecorded.
                 try PthWriter.write(tensors, int64Scalars: counters, to: path)
                 transforms.append("zip layout of torch >= 1.6, state_dict only (no metadata: torch.load(weights_only=True) reads it)")
+                if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
+                return Summary(path: path, format: format, tensors: tensors.count + counters.count,
+                               parameters: net.totalParameters, transforms: transforms)
             }
-            if !counters.isEmpty { transforms.append("\(counters.count) BatchNorm num_batches_tracked counters added (int64, 0)") }
-            return Summary(path: path, format: format, tensors: tensors.count + counters.count,
-                           parameters: net.totalParameters, transforms: transforms)
         case .onnx:
-            try ONNXWriter.write(net, weights: weights, metadata: metadata, to: path)
+            try ONNXWriter.write(net, weights: weights, stored: stored, metadata: metadata, to: path,
+                                 beforeCommit: beforeCommit)
             var transforms = ["graph from the \(net.architecture.id) spec, opset \(ONNXWriter.opsetVersion), "
                 + "input '\(ONNXWriter.inputName)' [batch, \(net.input.c), \(net.input.h), \(net.input.w)], output '\(ONNXWriter.outputName)'",
                 "initializers named by torchvision state_dict keys, layouts unchanged (OIHW, [out,in])"]
@@ -91,6 +112,33 @@ public enum ModelWriter {
                            transforms: plan.transformLabels + ["config.json: the functional model of \(plan.namingSource.hasPrefix("keras.applications") ? plan.namingSource : "Tools/keras_models.py"); keras.models.load_model reads it"])
         case .hdf5, .npy, .caffemodel:
             throw ZooError.invalidArgument("writing \(format.rawValue) is not supported: use onnx, keras, keras-h5, keras-weights-h5, safetensors or pth")
+        }
+    }
+
+    /// `stateDict` with tensors that may still be in the input file.
+    static func statePayloads(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan], path: String) throws
+        -> (tensors: [(name: String, shape: [Int], payload: TensorPayload)], counters: [(name: String, value: Int64)]) {
+        var tensors: [(name: String, shape: [Int], payload: TensorPayload)] = []
+        for p in net.parameters + net.buffers {
+            if let span = stored[p.name], span.byteCount == p.count * MemoryLayout<Float>.size {
+                tensors.append((p.name, p.shape, .stored(span)))
+                continue
+            }
+            guard let t = weights[p.name] else {
+                throw ZooError.badTensor(path: path, tensor: p.name, reason: "no value to write")
+            }
+            guard t.shape == p.shape else {
+                throw ZooError.badTensor(path: path, tensor: p.name, reason: "has shape \(t.shape), the network needs \(p.shape)")
+            }
+            tensors.append((p.name, p.shape, .values(t.data)))
+        }
+        return (tensors, batchNormCounters(net))
+    }
+
+    static func batchNormCounters(_ net: ResolvedNetwork) -> [(name: String, value: Int64)] {
+        net.layers.compactMap { layer -> (name: String, value: Int64)? in
+            if case .batchNorm = layer.layer.op { return (layer.layer.name + ".num_batches_tracked", 0) }
+            return nil
         }
     }
 

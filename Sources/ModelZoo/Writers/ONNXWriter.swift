@@ -30,18 +30,30 @@ public enum ONNXWriter {
 
     /// Writes `path` atomically. `metadata` goes into `metadata_props` (architecture id,
     /// source file, class names...).
+    /// `stored`: tensors copied from another file's bytes instead of `weights`.
     public static func write(_ net: ResolvedNetwork, weights: [String: Tensor], metadata: [String: String],
                              to path: String) throws {
+        try write(net, weights: weights, stored: [:], metadata: metadata, to: path)
+    }
+
+    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
+                      metadata: [String: String], to path: String, beforeCommit: (() throws -> Void)? = nil) throws {
         var builder = GraphBuilder(net: net, path: path)
         let graph = try builder.build()
-        var initializers: [(header: [UInt8], tensor: Tensor)] = []
+        var initializers: [(header: [UInt8], tensor: TensorPayload)] = []
         for spec in net.parameters + net.buffers {
-            guard let tensor = weights[spec.name] else {
-                throw ZooError.badTensor(path: path, tensor: spec.name, reason: "no value to write")
-            }
-            guard tensor.shape == spec.shape, tensor.data.count == spec.count else {
-                throw ZooError.badTensor(path: path, tensor: spec.name,
-                                         reason: "has shape \(tensor.shape), the network needs \(spec.shape)")
+            let tensor: TensorPayload
+            if let span = stored[spec.name], span.byteCount == spec.count * MemoryLayout<Float>.size {
+                tensor = .stored(span)
+            } else {
+                guard let values = weights[spec.name] else {
+                    throw ZooError.badTensor(path: path, tensor: spec.name, reason: "no value to write")
+                }
+                guard values.shape == spec.shape, values.data.count == spec.count else {
+                    throw ZooError.badTensor(path: path, tensor: spec.name,
+                                             reason: "has shape \(values.shape), the network needs \(spec.shape)")
+                }
+                tensor = .values(values.data)
             }
             var header = ProtoEncoder()
             header.packedInts(1, spec.shape)
@@ -62,7 +74,7 @@ public enum ONNXWriter {
         var graphLength = graphHead.bytes.count + graphTail.bytes.count
         var tensorLengths: [Int] = []
         for (header, tensor) in initializers {
-            let dataBytes = tensor.data.count * MemoryLayout<Float>.size
+            let dataBytes = tensor.byteCount
             let tensorLength = header.count + 1 + ProtoEncoder.varintSize(UInt64(dataBytes)) + dataBytes
             tensorLengths.append(tensorLength)
             graphLength += 1 + ProtoEncoder.varintSize(UInt64(tensorLength)) + tensorLength
@@ -85,7 +97,7 @@ public enum ONNXWriter {
         }
         model.lengthPrefix(7, length: graphLength)
 
-        try AtomicFileWriter.write(to: path) { writer in
+        try AtomicFileWriter.write(to: path, beforeCommit: beforeCommit) { writer in
             var pending = model.bytes + graphHead.bytes
             for ((header, tensor), tensorLength) in zip(initializers, tensorLengths) {
                 var prefix = ProtoEncoder()
@@ -93,16 +105,16 @@ public enum ONNXWriter {
                 pending += prefix.bytes
                 pending += header
                 var raw = ProtoEncoder()
-                raw.lengthPrefix(9, length: tensor.data.count * MemoryLayout<Float>.size)
+                raw.lengthPrefix(9, length: tensor.byteCount)
                 pending += raw.bytes
                 // Small tensors are batched with their headers; big ones go straight from
-                // the array to the file.
-                if tensor.data.count < 16384 {
-                    appendLittleEndian(tensor.data, to: &pending)
+                // the array (or the input file) to the file.
+                if case .values(let data) = tensor, data.count < 16384 {
+                    appendLittleEndian(data, to: &pending)
                 } else {
                     try writer.write(pending)
                     pending.removeAll(keepingCapacity: true)
-                    try writer.writeLittleEndian(tensor.data)
+                    try tensor.write(to: writer)
                 }
             }
             pending += graphTail.bytes

@@ -141,13 +141,16 @@ struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see) to measure activation ranges on; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
     var calibrate: String?
 
+    func validate() throws {
+        try validating {
+            if calibrate != nil && precision != .int8 { throw ZooError.invalidArgument("--calibrate applies only to --precision int8") }
+        }
+    }
+
     /// The int8 activation scales for `model`: measured now with --calibrate, else the saved
     /// ones; nil for other precisions.
     func calibration(for model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil) throws -> Int8Calibration? {
-        guard precision == .int8 else {
-            if calibrate != nil { throw ZooError.invalidArgument("--calibrate applies only to --precision int8") }
-            return nil
-        }
+        guard precision == .int8 else { return nil }
         return try Int8Calibration.resolve(model: model, weightsPath: weights, directory: calibrate,
                                            preprocessing: preprocessing, threads: threads) { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))

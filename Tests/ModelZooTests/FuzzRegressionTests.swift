@@ -189,12 +189,19 @@ final class FuzzRegressionTests: XCTestCase {
     func testLibraryCallersAreContainedToo() throws {
         let expected = try XCTUnwrap(JSONSerialization.jsonObject(
             with: Data(contentsOf: URL(fileURLWithPath: CLI.fixture("fuzz/expected.json")))) as? [String: [String: Any]])
-        guard let crash = expected.first(where: { ($0.value["class"] as? String)?.contains("SIGSEGV") ?? false }) else {
-            throw XCTSkip("no kept SIGSEGV finding")
+        // Every kept segfault, in name order: a few depend on the memory layout and fail
+        // cleanly in the statically linked worker, so the check is that each is exit 2 and
+        // that the library reports the crashes that still happen as crashes.
+        let crashes = expected.filter { ($0.value["class"] as? String)?.contains("SIGSEGV") ?? false }.keys.sorted()
+        guard !crashes.isEmpty else { throw XCTSkip("no kept SIGSEGV finding") }
+        var reportedAsCrash = 0
+        for name in crashes {
+            let outcome = UntrustedFileCheck.run(path: CLI.fixture("fuzz/" + name))
+            XCTAssertEqual(outcome.status, 2, name)
+            XCTAssertFalse(outcome.message.contains("\n"), name)
+            if outcome.message.contains("SIGSEGV") { reportedAsCrash += 1 }
         }
-        let outcome = UntrustedFileCheck.run(path: CLI.fixture("fuzz/" + crash.key))
-        XCTAssertEqual(outcome.status, 2)
-        XCTAssertTrue(outcome.message.contains("SIGSEGV"), outcome.message)
+        XCTAssertGreaterThan(reportedAsCrash, crashes.count / 2, "most kept segfaults still crash libhdf5 and are reported so")
     }
 
     /// ZOO_ISOLATE_ALL_READERS=1: every other reader first runs in the sandboxed worker;

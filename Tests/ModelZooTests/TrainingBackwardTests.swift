@@ -298,6 +298,38 @@ final class TrainingBackwardTests: XCTestCase {
         for k in logits[0].indices { XCTAssertEqual(logits[0][k], logits[1][k], accuracy: 1e-4) }
     }
 
+    /// With live statistics a checkpoint carries the running statistics: a run stopped after
+    /// one epoch, written to disk and resumed ends where an uninterrupted run does.
+    func testLiveBatchNormResumeRestoresRunningStatistics() throws {
+        let reference = try Self.fixture("resnet_tail_live.safetensors")
+        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
+                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
+                                       preprocessing: .torchvision, width: 4)
+        let plan = try TransferPlan(source: try arch.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
+        let features = try XCTUnwrap(reference["features"])
+        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
+        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
+                             values: features.data, skipped: [:])
+        var hyper = TailTrainer.Hyperparameters()
+        hyper.epochs = 3; hyper.batch = 4; hyper.learningRate = 0.05; hyper.batchNormStatistics = .live
+        let whole = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+            .train(train: set, validation: nil, resumeFrom: nil, report: { _ in })
+        let first = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+        var saved: TrainingCheckpoint?
+        _ = try first.train(train: set, validation: nil, resumeFrom: nil, stopAfter: 1, save: { saved = $0 }, report: { _ in })
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("bn-live-\(getpid()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try XCTUnwrap(saved).write(to: file, shapes: first.parameterShapes, fingerprint: "test")
+        let resumed = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+            .train(train: set, validation: nil, resumeFrom: try TrainingCheckpoint.read(path: file, fingerprint: "test"),
+                   report: { _ in })
+        let mean = "layer4.1.bn2.running_mean", variance = "layer4.1.bn2.running_var"
+        XCTAssertNotEqual(whole.weights[mean], reference[mean], "the running statistics move in live mode")
+        XCTAssertEqual(Set(whole.weights.keys), Set(resumed.weights.keys))
+        for (name, tensor) in whole.weights { XCTAssertEqual(tensor, resumed.weights[name], name) }
+        XCTAssertNotNil(resumed.weights[variance])
+    }
+
     func testOneEpochOfNarrowGoogLeNetModuleMatchesTorchSGD() throws {
         let arch = Architecture.googlenetCaffe(widthDivisor: 16, id: "googlenet-caffe-w16")
         let module = ["1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj"].flatMap {

@@ -95,8 +95,6 @@ struct Finetune: ParsableCommand {
                                                + "learning rate or epochs (drop them, or use --optimizer sgd)")
             }
             if noFlip && augment == nil { throw ZooError.invalidArgument("--no-flip applies to --augment N") }
-            // Without --train-last only the head trains, and it has no BatchNorm.
-            if bn == .live && trainLast == 0 { throw ZooError.invalidArgument("--bn live applies to --train-last K") }
         }
     }
 

@@ -16,6 +16,13 @@
   1e-3 on conv and linear weights only, the module in eval mode (frozen statistics, no
   dropout), mean cross-entropy, and the trainer's seeded shuffle (SplitMix64, seed 0x9E37,
   Fisher-Yates from the end) mirrored here.
+- gradnet_live.safetensors: gradnet's weights, input and `dy` again, with torch.autograd's
+  gradients when every BatchNorm normalises with the batch's statistics (model.train()).
+- resnet_tail_live.safetensors: resnet_tail's start (the same seed, so the same weights and
+  features) trained one epoch with live BatchNorm (`--bn live`): the block in model.train()
+  (batch mean and biased variance in the forward pass, the full gradient through them,
+  running statistics updated with momentum 0.1 and the unbiased variance); `final.<name>`
+  also holds the running statistics after the epoch.
 
 Deterministic: numpy seeds. Run: python3 Tools/make_training_fixtures.py
 """
@@ -45,9 +52,13 @@ def bn(rng, name, c, weights):
     weights[name + ".running_var"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
 
 
+LIVE = False  # whether batch_norm runs as in model.train(); set by the live fixtures
+
+
 def batch_norm(x, w, name, eps):
+    # In training mode torch updates w's running_mean / running_var in place (momentum 0.1).
     return F.batch_norm(x, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".weight"],
-                        w[name + ".bias"], training=False, eps=eps)
+                        w[name + ".bias"], training=LIVE, momentum=0.1, eps=eps)
 
 
 # ---------------------------------------------------------------- gradnet
@@ -90,7 +101,7 @@ def gradnet(w, x):
     return F.linear(y, w["fc.weight"], w["fc.bias"])
 
 
-def make_gradnet():
+def make_gradnet(name="gradnet.safetensors"):
     rng = np.random.default_rng(1201)
     w = gradnet_weights(rng)
     x = rng.standard_normal((3, 4, 10, 10)).astype(np.float32)
@@ -105,7 +116,7 @@ def make_gradnet():
     for k, p in params.items():
         if p.requires_grad:
             tensors["grad." + k] = p.grad.to(torch.float32)
-    save_file(tensors, os.path.join(OUT, "gradnet.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, os.path.join(OUT, name), metadata={"format": "pt"})
 
 
 # ---------------------------------------------------------------- one epoch of SGD
@@ -144,7 +155,10 @@ def sgd_epoch(w, decays, forward, features, labels):
         loss = F.cross_entropy(forward(params, x_all[rows]), y_all[rows])
         loss.backward()
         opt.step()
-    return {k: params[k].detach() for k in trained}
+    final = {k: params[k].detach() for k in trained}
+    if LIVE:
+        final.update({k: params[k].detach() for k in w if k.endswith(("running_mean", "running_var"))})
+    return final
 
 
 def save_epoch(name, w, decays, forward, features, labels):
@@ -157,7 +171,7 @@ def save_epoch(name, w, decays, forward, features, labels):
     save_file(tensors, os.path.join(OUT, name), metadata={"format": "pt"})
 
 
-def make_resnet_tail():
+def make_resnet_tail(name="resnet_tail.safetensors"):
     rng = np.random.default_rng(1202)
     c, classes, n = 32, 3, 12
     w, decays = {}, {}
@@ -180,7 +194,7 @@ def make_resnet_tail():
 
     features = np.maximum(rng.standard_normal((n, c, 4, 4)), 0).astype(np.float32)
     labels = [i % classes for i in range(n)]
-    save_epoch("resnet_tail.safetensors", w, decays, forward, features, labels)
+    save_epoch(name, w, decays, forward, features, labels)
 
 
 def make_googlenet_tail():
@@ -220,5 +234,8 @@ if __name__ == "__main__":
     make_gradnet()
     make_resnet_tail()
     make_googlenet_tail()
+    LIVE = True
+    make_gradnet("gradnet_live.safetensors")
+    make_resnet_tail("resnet_tail_live.safetensors")
     for name in sorted(os.listdir(OUT)):
         print(name, os.path.getsize(os.path.join(OUT, name)), "bytes")

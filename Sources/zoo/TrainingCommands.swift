@@ -64,6 +64,13 @@ struct Finetune: ParsableCommand {
     var valSplit: Double = 0.2
     @Option(name: .customLong("train-last"), help: "Also train the last K blocks before the head (ResNet blocks, Inception modules, VGG conv stages, layers otherwise: see zoo summary ARCH --blocks).")
     var trainLast: Int = 0
+    @Option(name: .customLong("bn"), help: """
+        With --train-last: BatchNorm of the trained blocks normalises with its frozen running \
+        statistics (frozen, the default: a small fine-tuning set's batch statistics are noisy and \
+        would drag the pretrained statistics away) or with each batch's, updating the running \
+        statistics as torch's model.train() does (live; needs --batch 2 or more).
+        """)
+    var bn: BatchNormStatistics = .frozen
     @Option(help: "Seed for the validation split, the augmented views and (SGD) the head's initial weights and shuffles.")
     var seed: UInt64 = 0
     @Flag(help: "Fail on an unreadable image instead of skipping it with a warning.")
@@ -107,6 +114,7 @@ struct Finetune: ParsableCommand {
             options.hyper.learningRate = lr ?? options.hyper.learningRate
             options.hyper.weightDecay = weightDecay ?? options.hyper.weightDecay
             options.hyper.seed = seed
+            options.hyper.batchNormStatistics = bn
             options.validationFraction = valSplit
             options.trainLast = trainLast
             options.strict = strict
@@ -176,3 +184,5 @@ struct Evaluate: ParsableCommand {
         }
     }
 }
+
+extension BatchNormStatistics: ExpressibleByArgument {}

@@ -48,6 +48,7 @@ let flagForParameter: [String: String] = [
     "outputPath": "--out", "trainLast": "--train-last", "optimizer": "--optimizer", "augmentation": "--augment",
     "validationFraction": "--val-split", "reportDirectory": "--report", "batch": "--batch", "format": "--to",
     "force": "--force", "epochs": "--epochs", "learningRate": "--lr", "weightDecay": "--weight-decay", "output": "output", "extractionBatch": "feature batch",
+    "batchNormStatistics": "--bn",
 ]
 
 /// Prints a library error the way users read it and returns the exit code to throw.

@@ -269,6 +269,20 @@ final class FinetuneTests: XCTestCase {
         XCTAssertNil(result.bestValidationAccuracy)
     }
 
+    /// --bn live: refused without --train-last (only the head would train, and it has no
+    /// BatchNorm) and with a batch of one, naming the flag.
+    func testLiveBatchNormNeedsTrainLastAndBatchOfTwo() throws {
+        let out = path("bn.safetensors")
+        let alone = try CLI.run(["finetune", "--weights", pretrained, "--data", digits, "--out", out, "--bn", "live"])
+        XCTAssertNotEqual(alone.status, 0)
+        XCTAssertTrue(alone.stderr.contains("--bn live applies to --train-last K"), alone.stderr)
+        let one = try CLI.run(["finetune", "--weights", pretrained, "--data", digits, "--out", out, "--bn", "live",
+                               "--train-last", "1", "--batch", "1", "--epochs", "1"])
+        XCTAssertEqual(one.status, 1)
+        XCTAssertTrue(one.stderr.contains("--batch must be 2 or more with live BatchNorm statistics, got 1"), one.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testWeightsForAnotherArchitectureAndOutputOverInputAreRefused() throws {
         let out = path("x.safetensors")
         let wrong = try CLI.run(["finetune", "--weights", pretrained, "--arch", "resnet18", "--data", digits, "--out", out])

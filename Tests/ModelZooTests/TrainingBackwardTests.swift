@@ -45,8 +45,8 @@ final class TrainingBackwardTests: XCTestCase {
     }
 
     /// The whole gradnet as a tail (cut before its first layer), with `weights` trained.
-    func gradProgram(_ weights: [String: Tensor], batch: Int,
-                     arch: Architecture = gradNet) throws -> (TrainingProgram, [TrainableParameter]) {
+    func gradProgram(_ weights: [String: Tensor], batch: Int, arch: Architecture = gradNet,
+                     live: Bool = false) throws -> (TrainingProgram, [TrainableParameter]) {
         let net = try arch.resolve()
         var parameters: [TrainableParameter] = []
         var frozen: [String: Tensor] = [:]
@@ -59,7 +59,7 @@ final class TrainingBackwardTests: XCTestCase {
         }
         let program = try TrainingProgram(layers: net.layers, inputName: Layer.networkInput, inputShape: net.input,
                                           parameters: Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) }),
-                                          frozen: frozen, batch: batch)
+                                          frozen: frozen, batch: batch, live: live)
         return (program, parameters)
     }
 
@@ -72,8 +72,8 @@ final class TrainingBackwardTests: XCTestCase {
 
     /// Every parameter's gradient against central differences of the float32 forward pass.
     func checkFiniteDifferences(_ arch: Architecture, weights: [String: Tensor], x: [Float], dy: [Float],
-                                blocked: Bool) throws {
-        let (program, parameters) = try gradProgram(weights, batch: dy.count / arch.defaultClasses, arch: arch)
+                                blocked: Bool, live: Bool = false) throws {
+        let (program, parameters) = try gradProgram(weights, batch: dy.count / arch.defaultClasses, arch: arch, live: live)
         XCTAssertEqual(program.blocked, blocked, "layout of the feature maps")
         _ = try loss(program, x: x, dy: dy)
         for i in dy.indices { program.outputGradient[i] = dy[i] }
@@ -139,10 +139,37 @@ final class TrainingBackwardTests: XCTestCase {
         try checkFiniteDifferences(arch, weights: weights, x: x, dy: dy, blocked: true)
     }
 
+    /// Live BatchNorm statistics: the gradient runs through the batch mean and variance too,
+    /// which finite differences see because every perturbed forward pass recomputes them.
+    func testLiveBatchNormGradientsMatchFiniteDifferences() throws {
+        let weights = try Self.fixture("gradnet.safetensors")
+        try checkFiniteDifferences(Self.gradNet(act: .tanh), weights: weights, x: try XCTUnwrap(weights["x"]).data,
+                                   dy: try XCTUnwrap(weights["dy"]).data, blocked: false, live: true)
+    }
+
+    func testLiveBatchNormBlockedLayoutGradientsMatchFiniteDifferences() throws {
+        let arch = Self.gradNet16
+        let net = try arch.resolve()
+        let weights = RandomWeights.make(net, seed: 16)
+        var generator = SplitMix64(seed: 18)
+        let x = (0..<(2 * net.input.count)).map { _ in Float(generator.nextNormal()) }
+        let dy = (0..<10).map { _ in Float(generator.nextNormal()) }
+        try checkFiniteDifferences(arch, weights: weights, x: x, dy: dy, blocked: true, live: true)
+    }
+
     /// Every parameter's gradient within 1e-4 of torch.autograd's on the same weights and batch.
     func testGradientsMatchTorchAutograd() throws {
-        let weights = try Self.fixture("gradnet.safetensors")
-        let (program, parameters) = try gradProgram(weights, batch: 3)
+        try checkGradientsAgainstTorch(fixture: "gradnet.safetensors", live: false)
+    }
+
+    /// The same with every BatchNorm in model.train(): batch statistics, full gradient.
+    func testLiveBatchNormGradientsMatchTorchAutograd() throws {
+        try checkGradientsAgainstTorch(fixture: "gradnet_live.safetensors", live: true)
+    }
+
+    func checkGradientsAgainstTorch(fixture: String, live: Bool) throws {
+        let weights = try Self.fixture(fixture)
+        let (program, parameters) = try gradProgram(weights, batch: 3, live: live)
         let dy = try XCTUnwrap(weights["dy"]).data
         _ = try loss(program, x: try XCTUnwrap(weights["x"]).data, dy: dy)
         for i in dy.indices { program.outputGradient[i] = dy[i] }
@@ -160,12 +187,14 @@ final class TrainingBackwardTests: XCTestCase {
     /// One epoch of --train-last 1 (shuffled as the trainer does, batch 4, momentum and
     /// weight decay) ends within 1e-4 of torch.optim.SGD from the same start.
     func checkEpochAgainstTorch(_ arch: Architecture, inputSize: Size2?, fixture: String,
-                                trained expected: [String]) throws {
+                                trained expected: [String], statistics: [String] = [],
+                                bn: BatchNormStatistics = .frozen) throws {
         let reference = try Self.fixture(fixture)
         let source = try arch.resolve(inputSize: inputSize)
         let plan = try TransferPlan(source: source, classes: 3, trainLast: 1)
         var hyper = TailTrainer.Hyperparameters()
         hyper.epochs = 1; hyper.batch = 4; hyper.learningRate = 0.05; hyper.weightDecay = 1e-3; hyper.seed = 0
+        hyper.batchNormStatistics = bn
         let trainer = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
         XCTAssertEqual(Set(trainer.parameters.map(\.name)), Set(expected))
         // The head starts where torch's did (the trainer draws its own otherwise).
@@ -180,7 +209,9 @@ final class TrainingBackwardTests: XCTestCase {
         let set = FeatureSet(dimension: plan.featureShape.count, paths: (0..<n).map { "image\($0)" }, labels: labels,
                              values: features.data, skipped: [:])
         let outcome = try trainer.train(train: set, validation: nil, resumeFrom: nil, report: { _ in })
-        for name in expected {
+        // Frozen runs hand back no statistics (the saved model keeps the pretrained ones).
+        XCTAssertEqual(Set(outcome.weights.keys), Set(expected + statistics))
+        for name in expected + statistics {
             let ours = try XCTUnwrap(outcome.weights[name], name)
             let torch = try XCTUnwrap(reference["final." + name], name)
             let start = try XCTUnwrap(reference[name], name)
@@ -201,6 +232,102 @@ final class TrainingBackwardTests: XCTestCase {
         let block = ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias"].map { "layer4.1." + $0 }
         try checkEpochAgainstTorch(arch, inputSize: Size2(112), fixture: "resnet_tail.safetensors",
                                    trained: block + ["fc.weight", "fc.bias"])
+    }
+
+    /// --bn live: the block in model.train(); its weights and its running statistics after
+    /// the epoch within 1e-4 of torch's.
+    func testOneEpochOfNarrowResNetBlockWithLiveBatchNormMatchesTorch() throws {
+        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
+                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
+                                       preprocessing: .torchvision, width: 4)
+        let block = ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias"].map { "layer4.1." + $0 }
+        let statistics = ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"].map { "layer4.1." + $0 }
+        try checkEpochAgainstTorch(arch, inputSize: Size2(112), fixture: "resnet_tail_live.safetensors",
+                                   trained: block + ["fc.weight", "fc.bias"], statistics: statistics, bn: .live)
+    }
+
+    /// Live statistics of one image are degenerate: a batch of 1 is refused by name.
+    func testLiveBatchNormRefusesBatchOfOne() throws {
+        let source = try ArchitectureRegistry.find("resnet18").resolve()
+        let plan = try TransferPlan(source: source, classes: 3, trainLast: 1)
+        var weights: [String: Tensor] = [:]
+        for layer in plan.trainedLayers {
+            for spec in layer.parameters + layer.buffers {
+                weights[spec.name] = Tensor(shape: spec.shape, data: [Float](repeating: 0.01, count: spec.count))
+            }
+        }
+        var hyper = TailTrainer.Hyperparameters()
+        hyper.batch = 1
+        hyper.batchNormStatistics = .live
+        XCTAssertThrowsError(try TailTrainer(plan: plan, pretrained: weights, hyper: hyper)) { error in
+            guard case let .invalidParameter(name, _) = error as? ZooError else { return XCTFail("\(error)") }
+            XCTAssertEqual(name, "batch")
+            XCTAssertTrue("\(error)".contains("live"), "\(error)")
+        }
+        hyper.batchNormStatistics = .frozen
+        XCTAssertNoThrow(try TailTrainer(plan: plan, pretrained: weights, hyper: hyper))
+    }
+
+    /// With live statistics validation uses the running statistics, not the batch's: the
+    /// accuracy of the validation pass does not depend on how the rows are batched.
+    func testLiveBatchNormValidationUsesRunningStatistics() throws {
+        let reference = try Self.fixture("resnet_tail_live.safetensors")
+        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
+                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
+                                       preprocessing: .torchvision, width: 4)
+        let plan = try TransferPlan(source: try arch.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
+        let features = try XCTUnwrap(reference["features"])
+        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
+        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
+                             values: features.data, skipped: [:])
+        var logits: [[Float]] = []
+        for batch in [2, 5] {
+            var hyper = TailTrainer.Hyperparameters()
+            hyper.batch = batch; hyper.batchNormStatistics = .live
+            let trainer = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+            var all: [Float] = []
+            var start = 0
+            while start < labels.count {
+                let rows = Array(start..<min(start + batch, labels.count))
+                all += Array(try trainer.logits(rows, of: set).1)
+                start += rows.count
+            }
+            logits.append(all)
+        }
+        XCTAssertEqual(logits[0].count, logits[1].count)
+        for k in logits[0].indices { XCTAssertEqual(logits[0][k], logits[1][k], accuracy: 1e-4) }
+    }
+
+    /// With live statistics a checkpoint carries the running statistics: a run stopped after
+    /// one epoch, written to disk and resumed ends where an uninterrupted run does.
+    func testLiveBatchNormResumeRestoresRunningStatistics() throws {
+        let reference = try Self.fixture("resnet_tail_live.safetensors")
+        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
+                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
+                                       preprocessing: .torchvision, width: 4)
+        let plan = try TransferPlan(source: try arch.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
+        let features = try XCTUnwrap(reference["features"])
+        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
+        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
+                             values: features.data, skipped: [:])
+        var hyper = TailTrainer.Hyperparameters()
+        hyper.epochs = 3; hyper.batch = 4; hyper.learningRate = 0.05; hyper.batchNormStatistics = .live
+        let whole = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+            .train(train: set, validation: nil, resumeFrom: nil, report: { _ in })
+        let first = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+        var saved: TrainingCheckpoint?
+        _ = try first.train(train: set, validation: nil, resumeFrom: nil, stopAfter: 1, save: { saved = $0 }, report: { _ in })
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("bn-live-\(getpid()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try XCTUnwrap(saved).write(to: file, shapes: first.parameterShapes, fingerprint: "test")
+        let resumed = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+            .train(train: set, validation: nil, resumeFrom: try TrainingCheckpoint.read(path: file, fingerprint: "test"),
+                   report: { _ in })
+        let mean = "layer4.1.bn2.running_mean", variance = "layer4.1.bn2.running_var"
+        XCTAssertNotEqual(whole.weights[mean], reference[mean], "the running statistics move in live mode")
+        XCTAssertEqual(Set(whole.weights.keys), Set(resumed.weights.keys))
+        for (name, tensor) in whole.weights { XCTAssertEqual(tensor, resumed.weights[name], name) }
+        XCTAssertNotNil(resumed.weights[variance])
     }
 
     func testOneEpochOfNarrowGoogLeNetModuleMatchesTorchSGD() throws {

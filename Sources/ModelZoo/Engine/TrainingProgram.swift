@@ -37,6 +37,37 @@ final class TrainableParameter {
     }
 }
 
+/// A BatchNorm running statistic (mean or variance) in storage shared by the training
+/// program that updates it (live statistics) and the programs that read it (frozen
+/// statistics, evaluation), so an evaluation pass sees the values training left.
+final class RunningStatistic {
+    let name: String
+    let shape: [Int]
+    let value: UnsafeMutableBufferPointer<Float>
+
+    init(name: String, shape: [Int], value: [Float]) {
+        self.name = name; self.shape = shape
+        self.value = .allocate(capacity: max(value.count, 1))
+        self.value.initialize(repeating: 0)
+        for k in value.indices { self.value[k] = value[k] }
+    }
+
+    var count: Int { shape.reduce(1, *) }
+    var values: [Float] { Array(value.prefix(count)) }
+    func set(_ values: [Float]) { for k in 0..<count { value[k] = values[k] } }
+
+    deinit { value.deallocate() }
+}
+
+/// How the trained BatchNorm layers normalise while training.
+public enum BatchNormStatistics: String, Sendable, Equatable, CaseIterable {
+    /// With the pretrained running statistics, unchanged (torch's `model.eval()`).
+    case frozen
+    /// With each batch's mean and biased variance, the running statistics updated from
+    /// them with momentum 0.1 (torch's `model.train()`).
+    case live
+}
+
 /// A float32 buffer of `count` values, freed with the program.
 private final class Buffer {
     let pointer: UnsafeMutablePointer<Float>
@@ -52,7 +83,7 @@ private final class Buffer {
 /// The trained tail of a network (the layers after a transfer cut) compiled for one batch
 /// size as oneDNN forward-training and backward primitives on plain NCHW float32 buffers:
 /// convolution backward data and weights, BatchNorm backward with its running statistics
-/// frozen, max pooling through its workspace, average pooling, ReLU/tanh from their output,
+/// frozen or with live batch statistics, max pooling through its workspace, average pooling, ReLU/tanh from their output,
 /// LRN, inner product. Residual adds copy the gradient to both operands and concats split
 /// it; a value read by several layers sums their gradients.
 final class TrainingProgram {
@@ -93,13 +124,32 @@ final class TrainingProgram {
     /// Where the caller writes d(loss)/d(logits) before `backward`.
     var outputGradient: UnsafeMutablePointer<Float> { diff[outputName]!.pointer }
 
+    /// The running statistics the BatchNorm steps point into, kept alive with the program.
+    let statistics: [String: RunningStatistic]
+    /// Whether BatchNorm normalises with batch statistics and updates the running ones.
+    let live: Bool
+    /// torch.nn.BatchNorm2d's default: running = (1 - m) * running + m * batch statistic.
+    static let statisticsMomentum: Float = 0.1
+
+    /// `frozen`: BatchNorm running statistics by canonical name, copied into storage of
+    /// the program's own (tests and one-off programs).
+    convenience init(layers: [ResolvedLayer], inputName: String, inputShape: Shape3, parameters: [String: TrainableParameter],
+                     frozen: [String: Tensor], batch: Int, live: Bool = false) throws {
+        let statistics = frozen.mapValues { RunningStatistic(name: "", shape: $0.shape, value: $0.data) }
+        try self.init(layers: layers, inputName: inputName, inputShape: inputShape, parameters: parameters,
+                      statistics: statistics, batch: batch, live: live)
+    }
+
     /// `layers`: the tail in execution order, reading `inputName` (shape `inputShape`) and
     /// values they produce; `parameters`: the trained tensors by canonical name;
-    /// `frozen`: BatchNorm running statistics by canonical name.
+    /// `statistics`: BatchNorm running statistics by canonical name, read (frozen) or read
+    /// and updated on every forward pass (`live`, which normalises with batch statistics).
     init(layers: [ResolvedLayer], inputName: String, inputShape: Shape3, parameters: [String: TrainableParameter],
-         frozen: [String: Tensor], batch: Int) throws {
+         statistics: [String: RunningStatistic], batch: Int, live: Bool = false) throws {
         guard let last = layers.last else { throw ZooError.engineFailure(layer: "tail", reason: "no layers to train") }
         self.batch = batch
+        self.live = live
+        self.statistics = statistics
         self.inputShape = inputShape
         self.inputName = inputName
         self.outputName = last.layer.name
@@ -152,7 +202,7 @@ final class TrainingProgram {
         for resolved in layers where !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
             needsDiff.insert(resolved.layer.name)
         }
-        for resolved in layers { try compileForward(resolved, parameters: parameters, frozen: frozen) }
+        for resolved in layers { try compileForward(resolved, parameters: parameters, statistics: statistics) }
         // Backward is built in reverse so that each value's first contributor (in backward
         // order) writes its gradient and later ones add to it.
         for resolved in layers.reversed() { backwardSteps += try compileBackward(resolved, parameters: parameters) }
@@ -296,7 +346,7 @@ final class TrainingProgram {
     private var forwardPD: [String: dnnl_primitive_desc_t] = [:]
 
     private func compileForward(_ resolved: ResolvedLayer, parameters: [String: TrainableParameter],
-                                frozen: [String: Tensor]) throws {
+                                statistics: [String: RunningStatistic]) throws {
         let layer = resolved.layer
         let name = layer.name
         let output = resolved.output
@@ -360,14 +410,17 @@ final class TrainingProgram {
         case .batchNorm(let epsilon):
             let (x, shape) = try source(layer.inputs[0], for: name)
             guard let scale = try param(.weight), let shift = try param(.bias),
-                  let mean = resolved.buffers.first(where: { $0.role == .runningMean }).flatMap({ frozen[$0.name] }),
-                  let variance = resolved.buffers.first(where: { $0.role == .runningVar }).flatMap({ frozen[$0.name] }),
-                  mean.data.count == shape.c, variance.data.count == shape.c else {
+                  let mean = resolved.buffers.first(where: { $0.role == .runningMean }).flatMap({ statistics[$0.name] }),
+                  let variance = resolved.buffers.first(where: { $0.role == .runningVar }).flatMap({ statistics[$0.name] }),
+                  mean.count == shape.c, variance.count == shape.c else {
                 throw ZooError.engineFailure(layer: name, reason: "BatchNorm parameters or statistics are missing")
             }
             let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
-            var flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            // Live: oneDNN computes the batch mean and biased variance and writes them out
+            // (no use_global_stats); frozen: it reads the running ones.
+            var flags = dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            if !live { flags |= dnnl_use_global_stats.rawValue }
             // A following ReLU runs inside the BatchNorm (its mask kept in the workspace):
             // one pass over the tensor instead of two, each way.
             if layer.activation == .relu { flags |= dnnl_fuse_norm_relu.rawValue }
@@ -376,15 +429,17 @@ final class TrainingProgram {
                                                                       UInt32(flags)), layer: name, "BatchNorm descriptor")
             let pd = try describe(&d, layer: name, "BatchNorm forward")
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
-            let meanBuffer = newBuffer(shape.c), varBuffer = newBuffer(shape.c)
-            for k in 0..<shape.c { meanBuffer.pointer[k] = mean.data[k]; varBuffer.pointer[k] = variance.data[k] }
+            // Frozen: the shared running statistics themselves; live: the batch's, which
+            // backward needs as they were in this forward pass.
+            let meanPointer = live ? newBuffer(shape.c).pointer : mean.value.baseAddress!
+            let varPointer = live ? newBuffer(shape.c).pointer : variance.value.baseAddress!
             let y = newBuffer(batch * output.count)
             let mSrc = try input(try memory(plain, x.pointer, layer: name), plain, as: md, into: &forwardSteps, layer: name)
             let (mDst, after) = try self.output(try memory(plain, y.pointer, layer: name), plain, as: md, layer: name)
             var keep = [
                 "src": mSrc,
-                "mean": try memory(vectorMD, meanBuffer.pointer, layer: name),
-                "variance": try memory(vectorMD, varBuffer.pointer, layer: name),
+                "mean": try memory(vectorMD, meanPointer, layer: name),
+                "variance": try memory(vectorMD, varPointer, layer: name),
                 "scale": try memory(vectorMD, scale.value.baseAddress, layer: name),
                 "shift": try memory(vectorMD, shift.value.baseAddress, layer: name),
             ]
@@ -398,6 +453,20 @@ final class TrainingProgram {
             }
             forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
             if let after { forwardSteps.append(after) }
+            if live {
+                // As torch updates them: the mean directly, the variance from the unbiased
+                // batch variance (n / (n - 1) times oneDNN's biased one), n values per channel.
+                let n = batch * shape.h * shape.w
+                let unbias: Float = n > 1 ? Float(n) / Float(n - 1) : 1
+                let m = Self.statisticsMomentum, channels = shape.c
+                let runningMean = mean.value.baseAddress!, runningVar = variance.value.baseAddress!
+                forwardSteps.append(.host {
+                    for k in 0..<channels {
+                        runningMean[k] = (1 - m) * runningMean[k] + m * meanPointer[k]
+                        runningVar[k] = (1 - m) * runningVar[k] + m * unbias * varPointer[k]
+                    }
+                })
+            }
             saved[name] = keep
             forwardPD[name] = pd
             produced = y
@@ -715,7 +784,9 @@ final class TrainingProgram {
             let plain = try act4(shape, layer: name)
             var md = try blockedBatchNormMD(shape, layer: name)
             var dataMD = md
-            var flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            // Live: the full gradient, through the batch mean and variance as well.
+            var flags = dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            if !live { flags |= dnnl_use_global_stats.rawValue }
             if layer.activation == .relu { flags |= dnnl_fuse_norm_relu.rawValue }
             var d = dnnl_batch_normalization_desc_t()
             try DNNL.check(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &md, &dataMD, Float(epsilon),

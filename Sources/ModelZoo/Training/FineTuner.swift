@@ -121,6 +121,17 @@ public enum FineTuner {
             throw ZooError.invalidParameter(name: "trainLast", message:
                 "{trainLast} \(options.trainLast) trains more than a head: it needs {optimizer} sgd (L-BFGS fits the head alone)")
         }
+        if options.hyper.batchNormStatistics == .live {
+            // Only the head would train, and a Linear head has no BatchNorm.
+            guard options.trainLast > 0 else {
+                throw ZooError.invalidParameter(name: "batchNormStatistics", message: "{batchNormStatistics} live applies to {trainLast} K")
+            }
+            // TailTrainer refuses it too; here it is refused before any feature is extracted.
+            guard options.hyper.batch >= 2 else {
+                throw ZooError.invalidParameter(
+                    name: "batch", message: "{batch} must be 2 or more with live BatchNorm statistics, got \(options.hyper.batch)")
+            }
+        }
         if let augmentation = options.augmentation, !(1...1000).contains(augmentation.views) {
             throw ZooError.invalidParameter(name: "augmentation",
                                            message: "{augmentation} must be between 1 and 1000 views, got \(augmentation.views)")

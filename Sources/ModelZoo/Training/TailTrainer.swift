@@ -13,6 +13,11 @@ public final class TailTrainer {
         public var momentum = 0.9
         public var weightDecay = 1e-4
         public var seed: UInt64 = 0
+        /// How the trained BatchNorm layers normalise while training. Frozen by default: on
+        /// the small sets fine-tuning sees, batch statistics of a few dozen images are noisy
+        /// and move the running statistics away from the ones the pretrained weights were
+        /// fitted to. Validation and the saved model always use the running statistics.
+        public var batchNormStatistics: BatchNormStatistics = .frozen
         public init() {}
     }
 
@@ -49,10 +54,15 @@ public final class TailTrainer {
     public let plan: TransferPlan
     public let hyper: Hyperparameters
     let parameters: [TrainableParameter]
-    /// BatchNorm running statistics of the trained layers, frozen.
-    let frozen: [String: Tensor]
+    /// BatchNorm running statistics of the trained layers: fixed when frozen, updated by
+    /// every training step when live.
+    let statistics: [RunningStatistic]
     /// The tail compiled per batch size (the last batch of an epoch may be short).
     private var programs: [Int: TrainingProgram] = [:]
+    /// With live statistics: the tail compiled to normalise with the running statistics,
+    /// for validation (the training programs normalise with the batch's).
+    private var evaluators: [Int: TrainingProgram] = [:]
+    private var live: Bool { hyper.batchNormStatistics == .live }
 
     /// Builds the tail from `weights` (the pretrained values of every trained layer but the
     /// head) and a freshly initialised head: weights uniform in +-1/sqrt(fan_in), as
@@ -70,12 +80,17 @@ public final class TailTrainer {
         guard hyper.weightDecay >= 0, hyper.weightDecay.isFinite else {
             throw ZooError.invalidParameter(name: "weightDecay", message: "{weightDecay} must be 0 or more, got \(hyper.weightDecay)")
         }
+        // One value per channel makes a batch variance of 0 (torch refuses it in training).
+        guard hyper.batchNormStatistics == .frozen || hyper.batch >= 2 else {
+            throw ZooError.invalidParameter(
+                name: "batch", message: "{batch} must be 2 or more with live BatchNorm statistics, got \(hyper.batch)")
+        }
         self.plan = plan
         self.hyper = hyper
         var generator = SplitMix64(seed: hyper.seed ^ 0x4845_4144)  // "HEAD"
         let headName = plan.target.architecture.headLayer
         var parameters: [TrainableParameter] = []
-        var frozen: [String: Tensor] = [:]
+        var statistics: [RunningStatistic] = []
         for resolved in plan.trainedLayers {
             let layer = resolved.layer
             var isBatchNorm = false
@@ -103,22 +118,27 @@ public final class TailTrainer {
                 guard let tensor = weights[spec.name], tensor.shape == spec.shape else {
                     throw ZooError.engineFailure(layer: layer.name, reason: "BatchNorm statistic '\(spec.name)' is missing or misshapen")
                 }
-                frozen[spec.name] = tensor
+                statistics.append(RunningStatistic(name: spec.name, shape: spec.shape, value: tensor.data))
             }
         }
         self.parameters = parameters
-        self.frozen = frozen
+        self.statistics = statistics
         // Compiled now so that an unsupported layer fails before any epoch runs.
         _ = try program(batch: min(hyper.batch, 65536))
     }
 
-    /// The tail compiled for `batch` rows.
-    func program(batch: Int) throws -> TrainingProgram {
-        if let program = programs[batch] { return program }
+    /// The tail compiled for `batch` rows: for a training step (`training`, with live
+    /// statistics if so set) or for evaluation (the running statistics).
+    func program(batch: Int, training: Bool = true) throws -> TrainingProgram {
+        let liveStep = training && live
+        if liveStep || !live, let program = programs[batch] { return program }
+        if !liveStep && live, let program = evaluators[batch] { return program }
         let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) })
+        let shared = Dictionary(uniqueKeysWithValues: statistics.map { ($0.name, $0) })
         let program = try TrainingProgram(layers: plan.trainedLayers, inputName: plan.featureLayer,
-                                          inputShape: plan.featureShape, parameters: byName, frozen: frozen, batch: batch)
-        programs[batch] = program
+                                          inputShape: plan.featureShape, parameters: byName, statistics: shared,
+                                          batch: batch, live: liveStep)
+        if liveStep || !live { programs[batch] = program } else { evaluators[batch] = program }
         return program
     }
 
@@ -130,8 +150,9 @@ public final class TailTrainer {
 
     /// Logits for rows of `features` (at most the training batch of them), computed by the
     /// program that then holds what backward needs.
-    func logits(_ rows: [Int], of features: FeatureSet) throws -> (TrainingProgram, UnsafeBufferPointer<Float>) {
-        let program = try program(batch: rows.count)
+    func logits(_ rows: [Int], of features: FeatureSet, training: Bool = false) throws
+        -> (TrainingProgram, UnsafeBufferPointer<Float>) {
+        let program = try program(batch: rows.count, training: training)
         let d = features.dimension
         features.values.withUnsafeBufferPointer { values in
             for (i, row) in rows.enumerated() {
@@ -195,8 +216,12 @@ public final class TailTrainer {
             var lossSum = 0.0, correct = 0
             var start = 0
             while start < order.count {
-                let chunk = Array(order[start..<min(start + hyper.batch, order.count)])
-                let (program, out) = try logits(chunk, of: train)
+                var end = min(start + hyper.batch, order.count)
+                // Live statistics of a single image are degenerate (zero variance on 1x1
+                // maps): a last batch of one joins the batch before it.
+                if live, order.count - end == 1 { end = order.count }
+                let chunk = Array(order[start..<end])
+                let (program, out) = try logits(chunk, of: train, training: true)
                 let grad = program.outputGradient
                 for (i, row) in chunk.enumerated() {
                     let label = train.labels[row]
@@ -240,6 +265,8 @@ public final class TailTrainer {
         let chosen = best?.values ?? snapshot()
         var result: [String: Tensor] = [:]
         for p in parameters { result[p.name] = Tensor(shape: p.shape, data: chosen[p.name] ?? p.values) }
+        // Live: the running statistics as they were at the best epoch go out with its weights.
+        if live { for s in statistics { result[s.name] = Tensor(shape: s.shape, data: chosen[s.name] ?? s.values) } }
         return Outcome(weights: result, bestEpoch: best?.epoch ?? 0,
                        bestValidationAccuracy: valRows.isEmpty ? nil : best?.accuracy,
                        finalTrainAccuracy: lastTrainAccuracy, epochsRun: epochsRun)
@@ -259,12 +286,19 @@ public final class TailTrainer {
         }
     }
 
+    /// Trained values, and with live statistics the running statistics too (they change
+    /// with training, so a checkpoint and the best epoch must carry them).
     private func snapshot() -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.values) })
+        var values = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.values) })
+        if live { for s in statistics { values[s.name] = s.values } }
+        return values
     }
 
+    /// Running statistics have no momentum: zeros, so checkpoints store one shape per name.
     private func momentumSnapshot() -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.momenta) })
+        var momenta = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.momenta) })
+        if live { for s in statistics { momenta[s.name] = [Float](repeating: 0, count: s.count) } }
+        return momenta
     }
 
     private func restore(_ checkpoint: TrainingCheckpoint) throws {
@@ -277,10 +311,20 @@ public final class TailTrainer {
             }
             p.set(values: value, momenta: momentum)
         }
+        guard live else { return }
+        for s in statistics {
+            guard let value = checkpoint.values[s.name], value.count == s.count else {
+                throw ZooError.invalidArgument("the checkpoint does not hold '\(s.name)' at shape \(s.shape); "
+                                               + "it was made for another model: delete it or run without --resume")
+            }
+            s.set(value)
+        }
     }
 
     /// Shapes of the trained tensors, for checkpoints.
     public var parameterShapes: [String: [Int]] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.shape) })
+        var shapes = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.shape) })
+        if live { for s in statistics { shapes[s.name] = s.shape } }
+        return shapes
     }
 }

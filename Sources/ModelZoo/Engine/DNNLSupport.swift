@@ -109,6 +109,29 @@ final class DNNLResources {
     func keep(attribute: dnnl_primitive_attr_t) { attributes.append(attribute) }
     func keep(postOps ops: dnnl_post_ops_t) { postOps.append(ops) }
 
+    /// A primitive descriptor for an op descriptor (`dnnl_*_desc_t`), kept until deinit.
+    func describe<Descriptor>(_ descriptor: inout Descriptor, engine: dnnl_engine_t,
+                              attributes: dnnl_primitive_attr_t? = nil, hint: dnnl_primitive_desc_t? = nil,
+                              layer: String, _ what: String) throws -> dnnl_primitive_desc_t {
+        var pd: dnnl_primitive_desc_t?
+        let status = withUnsafeMutablePointer(to: &descriptor) { pointer in
+            dnnl_primitive_desc_create(&pd, UnsafeRawPointer(pointer), attributes, engine, hint)
+        }
+        try DNNL.check(status, layer: layer, what)
+        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "\(what): no descriptor") }
+        keep(descriptor: pd)
+        return pd
+    }
+
+    /// The primitive of a descriptor, kept until deinit.
+    func primitive(_ pd: dnnl_primitive_desc_t, layer: String) throws -> dnnl_primitive_t {
+        var primitive: dnnl_primitive_t?
+        try DNNL.check(dnnl_primitive_create(&primitive, pd), layer: layer, "primitive creation")
+        guard let primitive else { throw ZooError.engineFailure(layer: layer, reason: "no primitive") }
+        keep(primitive: primitive)
+        return primitive
+    }
+
     deinit {
         for p in primitives { dnnl_primitive_destroy(p) }
         for d in descriptors { dnnl_primitive_desc_destroy(d) }

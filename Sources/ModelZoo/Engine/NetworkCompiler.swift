@@ -371,24 +371,12 @@ final class NetworkCompiler {
     }
 
     private func makePrimitive(_ pd: dnnl_primitive_desc_t, layer: String) throws -> dnnl_primitive_t {
-        var primitive: dnnl_primitive_t?
-        try DNNL.check(dnnl_primitive_create(&primitive, pd), layer: layer, "primitive creation")
-        guard let primitive else { throw ZooError.engineFailure(layer: layer, reason: "no primitive") }
-        resources.keep(primitive: primitive)
-        return primitive
+        try resources.primitive(pd, layer: layer)
     }
 
-    /// Creates a primitive descriptor from an op descriptor (`dnnl_*_desc_t`).
     private func describe<Descriptor>(_ descriptor: inout Descriptor, attributes: dnnl_primitive_attr_t? = nil,
                                       layer: String, _ what: String) throws -> dnnl_primitive_desc_t {
-        var pd: dnnl_primitive_desc_t?
-        let status = withUnsafeMutablePointer(to: &descriptor) { pointer in
-            dnnl_primitive_desc_create(&pd, UnsafeRawPointer(pointer), attributes, engine, nil)
-        }
-        try DNNL.check(status, layer: layer, what)
-        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "\(what): no descriptor") }
-        resources.keep(descriptor: pd)
-        return pd
+        try resources.describe(&descriptor, engine: engine, attributes: attributes, layer: layer, what)
     }
 
     /// The value's buffer in layout `md`, adding a reorder step the first time it is needed.

@@ -252,22 +252,11 @@ final class TrainingProgram {
 
     private func describe<Descriptor>(_ descriptor: inout Descriptor, hint: dnnl_primitive_desc_t? = nil,
                                       layer: String, _ what: String) throws -> dnnl_primitive_desc_t {
-        var pd: dnnl_primitive_desc_t?
-        let status = withUnsafeMutablePointer(to: &descriptor) { pointer in
-            dnnl_primitive_desc_create(&pd, UnsafeRawPointer(pointer), nil, engine, hint)
-        }
-        try DNNL.check(status, layer: layer, what)
-        guard let pd else { throw ZooError.engineFailure(layer: layer, reason: "\(what): no descriptor") }
-        resources.keep(descriptor: pd)
-        return pd
+        try resources.describe(&descriptor, engine: engine, hint: hint, layer: layer, what)
     }
 
     private func primitive(_ pd: dnnl_primitive_desc_t, layer: String) throws -> dnnl_primitive_t {
-        var primitive: dnnl_primitive_t?
-        try DNNL.check(dnnl_primitive_create(&primitive, pd), layer: layer, "primitive creation")
-        guard let primitive else { throw ZooError.engineFailure(layer: layer, reason: "no primitive") }
-        resources.keep(primitive: primitive)
-        return primitive
+        try resources.primitive(pd, layer: layer)
     }
 
     /// A memory for the primitive's scratch needs (workspace), owned by oneDNN.

@@ -9,6 +9,20 @@ enum DNNL {
         throw ZooError.engineFailure(layer: layer, reason: "\(call()) failed: \(describe(status))")
     }
 
+    /// A CPU engine and a stream on it; the caller destroys both.
+    static func cpuEngineAndStream() throws -> (dnnl_engine_t, dnnl_stream_t) {
+        var engine: dnnl_engine_t?
+        try check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
+        guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
+        var stream: dnnl_stream_t?
+        let status = dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue))
+        guard status == dnnl_success, let stream else {
+            dnnl_engine_destroy(engine)
+            throw ZooError.engineFailure(layer: "engine", reason: "dnnl_stream_create failed: \(describe(status))")
+        }
+        return (engine, stream)
+    }
+
     static func describe(_ status: dnnl_status_t) -> String {
         switch status {
         case dnnl_out_of_memory: return "out of memory"

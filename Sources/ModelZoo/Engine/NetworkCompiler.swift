@@ -71,17 +71,7 @@ final class NetworkCompiler {
         self.precision = precision
         self.thresholds = calibration?.thresholds ?? [:]
         self.probing = probing
-        var engine: dnnl_engine_t?
-        try DNNL.check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
-        guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
-        var stream: dnnl_stream_t?
-        let status = dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue))
-        guard status == dnnl_success, let stream else {
-            dnnl_engine_destroy(engine)
-            throw ZooError.engineFailure(layer: "engine", reason: "dnnl_stream_create failed: \(DNNL.describe(status))")
-        }
-        self.engine = engine
-        self.stream = stream
+        (engine, stream) = try DNNL.cpuEngineAndStream()
     }
 
     // MARK: - Planning

@@ -153,17 +153,7 @@ final class TrainingProgram {
         self.inputShape = inputShape
         self.inputName = inputName
         self.outputName = last.layer.name
-        var engine: dnnl_engine_t?
-        try DNNL.check(dnnl_engine_create(&engine, dnnl_cpu, 0), layer: "engine", "dnnl_engine_create")
-        guard let engine else { throw ZooError.engineFailure(layer: "engine", reason: "no CPU engine") }
-        var stream: dnnl_stream_t?
-        let status = dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue))
-        guard status == dnnl_success, let stream else {
-            dnnl_engine_destroy(engine)
-            throw ZooError.engineFailure(layer: "engine", reason: "dnnl_stream_create failed: \(DNNL.describe(status))")
-        }
-        self.engine = engine
-        self.stream = stream
+        (engine, stream) = try DNNL.cpuEngineAndStream()
         let largest = max(inputShape.count, layers.map { $0.output.count }.max() ?? 1)
         scratch = Buffer(count: batch * largest)
 
@@ -257,6 +247,23 @@ final class TrainingProgram {
 
     private func primitive(_ pd: dnnl_primitive_desc_t, layer: String) throws -> dnnl_primitive_t {
         try resources.primitive(pd, layer: layer)
+    }
+
+    /// A forward-training step from one buffer to another (LRN, pooling), with the memories
+    /// and the workspace its backward step reads kept under the layer's name.
+    private func appendForward(_ pd: dnnl_primitive_desc_t, layer name: String,
+                               source: (md: dnnl_memory_desc_t, buffer: Buffer),
+                               destination: (md: dnnl_memory_desc_t, buffer: Buffer)) throws {
+        var keep = ["src": try memory(source.md, source.buffer.pointer, layer: name),
+                    "dst": try memory(destination.md, destination.buffer.pointer, layer: name)]
+        var args = [arg(DNNL.Arg.src, keep["src"]!), arg(DNNL.Arg.dst, keep["dst"]!)]
+        if let ws = try queried(pd, dnnl_query_workspace_md, layer: name) {
+            keep["workspace"] = ws
+            args.append(arg(DNNL.Arg.workspace, ws))
+        }
+        forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
+        saved[name] = keep
+        forwardPD[name] = pd
     }
 
     /// A memory for the primitive's scratch needs (workspace), owned by oneDNN.
@@ -485,15 +492,7 @@ final class TrainingProgram {
                            layer: name, "LRN descriptor")
             let pd = try describe(&d, layer: name, "LRN forward")
             let y = newBuffer(batch * output.count)
-            var keep = ["src": try memory(md, x.pointer, layer: name), "dst": try memory(md, y.pointer, layer: name)]
-            var args = [arg(DNNL.Arg.src, keep["src"]!), arg(DNNL.Arg.dst, keep["dst"]!)]
-            if let ws = try queried(pd, dnnl_query_workspace_md, layer: name) {
-                keep["workspace"] = ws
-                args.append(arg(DNNL.Arg.workspace, ws))
-            }
-            forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
-            saved[name] = keep
-            forwardPD[name] = pd
+            try appendForward(pd, layer: name, source: (md, x), destination: (md, y))
             produced = y
         case .linear(let outFeatures, _):
             let (x, inShape) = try source(layer.inputs[0], for: name)
@@ -624,15 +623,7 @@ final class TrainingProgram {
                                                       strides, kernel, padL, padR), layer: name, "pooling descriptor")
         let pd = try describe(&d, layer: name, "pooling forward")
         let y = newBuffer(batch * output.count)
-        var keep = ["src": try memory(srcMD, x.pointer, layer: name), "dst": try memory(dstMD, y.pointer, layer: name)]
-        var args = [arg(DNNL.Arg.src, keep["src"]!), arg(DNNL.Arg.dst, keep["dst"]!)]
-        if let ws = try queried(pd, dnnl_query_workspace_md, layer: name) {
-            keep["workspace"] = ws
-            args.append(arg(DNNL.Arg.workspace, ws))
-        }
-        forwardSteps.append(.primitive(try primitive(pd, layer: name), args, layer: name))
-        saved[name] = keep
-        forwardPD[name] = pd
+        try appendForward(pd, layer: name, source: (srcMD, x), destination: (dstMD, y))
         poolGeometry[name] = (algorithm, strides, kernel, padL, padR)
         return y
     }

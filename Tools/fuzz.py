@@ -353,6 +353,28 @@ def craft_hdf5_seeds(work: pathlib.Path) -> list:
         for i in range(40):
             f[f"extra_{i:02d}"] = extra
     paths.append(path)
+
+    # Keras 3 layout again, now for H5Oget_info_by_name2 itself. The root's header is loaded
+    # by H5Fopen; every other object's header is first loaded by that call: the reader asks
+    # whether `layers` and `vars` are groups before it opens them, and its walk asks each
+    # child's type (H5Oget_info_by_name2) before H5Gopen2, H5Aexists or H5Dopen2 touch it
+    # (H5Lexists and H5Lget_info only read the parent's links). H5O_protect decodes the
+    # header prefix, every message header and the continuation messages, and loads the
+    # chunks they point to; attributes added after the objects exist make `layers`, `vars`
+    # and a dataset continue in a dozen chunks each, scattered between the others' chunks.
+    path = work / "crafted-oinfo.h5"
+    with h5py.File(path, "w", libver="earliest") as f:
+        layers = f.create_group("layers")
+        for name in ["dense", "dense_1"]:
+            group = layers.create_group(f"{name}/vars")
+            group.attrs["name"] = name.encode()
+            group.create_dataset("0", data=rng.normal(0, 0.1, (3, 2)).astype("f4"))
+            group.create_dataset("1", data=rng.normal(0, 0.1, 2).astype("f4"))
+        f.create_group("vars")
+        for i in range(12):
+            for target in [layers, f["vars"], f["layers/dense/vars/0"]]:
+                target.attrs[f"note_{i:02d}"] = rng.normal(0, 1, 24).astype("f4")
+    paths.append(path)
     return paths
 
 
@@ -391,11 +413,15 @@ def hdf5_regions(path: pathlib.Path) -> list:
         def visit(name, obj):
             addresses.add(h5py.h5o.get_info(obj.id).addr)
         f.visititems(visit)
+        root = h5py.h5o.get_info(f["/"].id).addr
     for address in sorted(a for a in addresses if a):
         if address + 16 > len(data) or data[address] != 1:
             continue  # a v2 header, found by its OHDR signature above
         size = int.from_bytes(data[address + 8:address + 12], "little")
         regions.append(("ohdr-prefix", address, 16))
+        # A header other than the root's that continues elsewhere: what H5O_protect decodes
+        # when H5Oget_info_by_name2 is the first call to load it (see the oinfo craft).
+        continued = []
         blocks = [(address + 16, size)]
         while blocks:
             at, left = blocks.pop()
@@ -408,10 +434,19 @@ def hdf5_regions(path: pathlib.Path) -> list:
                 if length:
                     regions.append((MESSAGE_NAMES.get(kind, f"message-{kind:#x}"), body, min(length, end - body)))
                 if kind == 0x10 and body + 16 <= len(data):
-                    blocks.append((int.from_bytes(data[body:body + 8], "little"),
-                                   int.from_bytes(data[body + 8:body + 16], "little")))
+                    chunk = (int.from_bytes(data[body:body + 8], "little"), int.from_bytes(data[body + 8:body + 16], "little"))
+                    if chunk[0] < len(data) and len(continued) < 4096:
+                        blocks.append(chunk)
+                        continued += [("oinfo-continuation", at, 8 + min(length, 16)),
+                                      ("oinfo-chunk", chunk[0], min(chunk[1], len(data) - chunk[0]))]
                 at = body + length
+        if continued and address != root:
+            regions += [("oinfo-prefix", address, 16)] + continued
     return [r for r in regions if r[2] > 0]
+
+
+# `--region oinfo`: the headers H5Oget_info_by_name2 loads first, with their continuations.
+REGION_GROUPS = {"oinfo": ["oinfo-prefix", "oinfo-continuation", "oinfo-chunk"]}
 
 
 def mutate_in_regions(seed: bytes, regions: list, rng: random.Random) -> bytes:
@@ -627,8 +662,9 @@ def main():
     parser.add_argument("--hang-seconds", type=float, default=10)
     parser.add_argument("--region", help="hdf5-crafted: mutate only these structures (comma-separated: TREE, "
                         "SNOD, HEAP, HEAP-data, GCOL, OHDR, BTHD, FRHP, ohdr-prefix, message-header, layout, "
-                        "dataspace, datatype, attribute, stab, ainfo, linfo, ...)")
-    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model, keras3)")
+                        "dataspace, datatype, attribute, stab, ainfo, linfo, ...; oinfo = oinfo-prefix, "
+                        "oinfo-continuation, oinfo-chunk: non-root headers that continue in other chunks)")
+    parser.add_argument("--craft", help="hdf5-crafted: only these crafted files (comma-separated: vds, stab, dense, model, keras3, oinfo)")
     parser.add_argument("--keep", action="store_true", help="save new finding classes under Fixtures/fuzz/")
     parser.add_argument("--fail-on", default="crash,hang,status,message,slow",
                         help="finding classes that make the exit status 1 (contained libhdf5 failures are expected)")
@@ -655,7 +691,8 @@ def main():
                 except ImportError:
                     print("hdf5-crafted: skipped (needs h5py to write its seeds)", flush=True)
                     continue
-                wanted = set(args.region.split(",")) if args.region else None
+                wanted = {kind for name in args.region.split(",") for kind in REGION_GROUPS.get(name, [name])} \
+                    if args.region else None
                 for path in craft_hdf5_seeds(work):
                     if args.craft and path.stem.removeprefix("crafted-") not in args.craft.split(","):
                         path.unlink()
@@ -693,6 +730,9 @@ def main():
                     classes[kind] = classes.get(kind, 0) + 1
                     if kind.split(":")[0].split(" ")[0] in args.fail_on.split(","):
                         failures.append((reader, kind, path))
+                    # What the outcome classifies as (without the crash site gdb adds): what
+                    # minimising must preserve.
+                    outcome_class, site = kind, None
                     if args.keep and kind.startswith("contained") and re.search(r"SIG[A-Z]+", kind):
                         # One file per libhdf5 function that crashes, not per signal.
                         site = crash_site(args.zoo, path)
@@ -703,7 +743,14 @@ def main():
                             kind += " in " + site
                     if args.keep and kind not in known:
                         seed, data = origin[path]
-                        small = minimise(args.zoo, reader, seed, data, kind, work, args.hang_seconds)
+                        small = minimise(args.zoo, reader, seed, data, outcome_class, work, args.hang_seconds)
+                        if site and small != data:
+                            # Fewer mutated bytes may crash elsewhere: keep the smaller file only
+                            # when it still crashes in the same function via the same call.
+                            check = work / ("site" + EXTENSIONS[reader])
+                            check.write_bytes(small)
+                            if crash_site(args.zoo, check) != site:
+                                small = data
                         name = f"{reader}-{hashlib.sha1(small).hexdigest()[:10]}{EXTENSIONS[reader]}"
                         FINDINGS.mkdir(exist_ok=True)
                         (FINDINGS / name).write_bytes(small)

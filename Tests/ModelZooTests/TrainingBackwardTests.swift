@@ -37,6 +37,22 @@ final class TrainingBackwardTests: XCTestCase {
         return b.layers
     } }
 
+    /// torchvision's ResNet18 at base width 4: the net the ResNet references were made with.
+    static let narrowResNet18 = Architecture.resnet(
+        depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3, convBias: false,
+        epsilon: 1e-5, published: nil, aliases: [], preprocessing: .torchvision, width: 4)
+
+    /// The live-BatchNorm reference, the plan that trains its block, and its cached features.
+    static func liveResNetTail() throws -> (reference: [String: Tensor], plan: TransferPlan, set: FeatureSet) {
+        let reference = try fixture("resnet_tail_live.safetensors")
+        let plan = try TransferPlan(source: try narrowResNet18.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
+        let features = try XCTUnwrap(reference["features"])
+        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
+        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
+                             values: features.data, skipped: [:])
+        return (reference, plan, set)
+    }
+
     static func fixture(_ name: String) throws -> [String: Tensor] {
         let file = try SafetensorsFile(path: CLI.fixture("training/" + name))
         var tensors: [String: Tensor] = [:]
@@ -226,9 +242,7 @@ final class TrainingBackwardTests: XCTestCase {
     }
 
     func testOneEpochOfNarrowResNetBlockMatchesTorchSGD() throws {
-        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
-                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
-                                       preprocessing: .torchvision, width: 4)
+        let arch = Self.narrowResNet18
         let block = ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias"].map { "layer4.1." + $0 }
         try checkEpochAgainstTorch(arch, inputSize: Size2(112), fixture: "resnet_tail.safetensors",
                                    trained: block + ["fc.weight", "fc.bias"])
@@ -237,9 +251,7 @@ final class TrainingBackwardTests: XCTestCase {
     /// --bn live: the block in model.train(); its weights and its running statistics after
     /// the epoch within 1e-4 of torch's.
     func testOneEpochOfNarrowResNetBlockWithLiveBatchNormMatchesTorch() throws {
-        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
-                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
-                                       preprocessing: .torchvision, width: 4)
+        let arch = Self.narrowResNet18
         let block = ["conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias"].map { "layer4.1." + $0 }
         let statistics = ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"].map { "layer4.1." + $0 }
         try checkEpochAgainstTorch(arch, inputSize: Size2(112), fixture: "resnet_tail_live.safetensors",
@@ -271,15 +283,7 @@ final class TrainingBackwardTests: XCTestCase {
     /// With live statistics validation uses the running statistics, not the batch's: the
     /// accuracy of the validation pass does not depend on how the rows are batched.
     func testLiveBatchNormValidationUsesRunningStatistics() throws {
-        let reference = try Self.fixture("resnet_tail_live.safetensors")
-        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
-                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
-                                       preprocessing: .torchvision, width: 4)
-        let plan = try TransferPlan(source: try arch.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
-        let features = try XCTUnwrap(reference["features"])
-        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
-        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
-                             values: features.data, skipped: [:])
+        let (reference, plan, set) = try Self.liveResNetTail()
         var logits: [[Float]] = []
         for batch in [2, 5] {
             var hyper = TailTrainer.Hyperparameters()
@@ -287,8 +291,8 @@ final class TrainingBackwardTests: XCTestCase {
             let trainer = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
             var all: [Float] = []
             var start = 0
-            while start < labels.count {
-                let rows = Array(start..<min(start + batch, labels.count))
+            while start < set.labels.count {
+                let rows = Array(start..<min(start + batch, set.labels.count))
                 all += Array(try trainer.logits(rows, of: set).1)
                 start += rows.count
             }
@@ -301,15 +305,7 @@ final class TrainingBackwardTests: XCTestCase {
     /// With live statistics a checkpoint carries the running statistics: a run stopped after
     /// one epoch, written to disk and resumed ends where an uninterrupted run does.
     func testLiveBatchNormResumeRestoresRunningStatistics() throws {
-        let reference = try Self.fixture("resnet_tail_live.safetensors")
-        let arch = Architecture.resnet(depth: 18, id: "resnet18w4", variant: "torchvision, base width 4", stride: .on3x3,
-                                       convBias: false, epsilon: 1e-5, published: nil, aliases: [],
-                                       preprocessing: .torchvision, width: 4)
-        let plan = try TransferPlan(source: try arch.resolve(inputSize: Size2(112)), classes: 3, trainLast: 1)
-        let features = try XCTUnwrap(reference["features"])
-        let labels = try XCTUnwrap(reference["labels"]).data.map { Int($0) }
-        let set = FeatureSet(dimension: plan.featureShape.count, paths: labels.indices.map { "image\($0)" }, labels: labels,
-                             values: features.data, skipped: [:])
+        let (reference, plan, set) = try Self.liveResNetTail()
         var hyper = TailTrainer.Hyperparameters()
         hyper.epochs = 3; hyper.batch = 4; hyper.learningRate = 0.05; hyper.batchNormStatistics = .live
         let whole = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)

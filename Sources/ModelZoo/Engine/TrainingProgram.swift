@@ -249,6 +249,34 @@ final class TrainingProgram {
         try resources.primitive(pd, layer: layer)
     }
 
+    /// A convolution's memory descriptors, the same for its forward and backward
+    /// primitives: the plain layouts its buffers are kept in, and `any` layouts for oneDNN
+    /// to choose from.
+    private struct ConvolutionLayouts {
+        let plainSrc, plainWeights, plainDst: dnnl_memory_desc_t
+        let src, weights, bias, dst: dnnl_memory_desc_t
+        let strides, padL, padR: [Int64]
+    }
+
+    private func convolutionLayouts(_ spec: ConvSpec, input inShape: Shape3, output: Shape3,
+                                    layer name: String) throws -> ConvolutionLayouts {
+        let g = spec.groups
+        let weightDims = g > 1
+            ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
+            : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
+        return ConvolutionLayouts(
+            plainSrc: try act4(inShape, layer: name),
+            plainWeights: try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name),
+            plainDst: try act4(output, layer: name),
+            src: try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name),
+            weights: try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name),
+            bias: try DNNL.desc([spec.outChannels], dnnl_a, layer: name),
+            dst: try DNNL.desc([batch, output.c, output.h, output.w], dnnl_format_tag_any, layer: name),
+            strides: [Int64(spec.stride.h), Int64(spec.stride.w)],
+            padL: [Int64(spec.padding.top), Int64(spec.padding.left)],
+            padR: [Int64(spec.padding.bottom), Int64(spec.padding.right)])
+    }
+
     /// A forward-training step from one buffer to another (LRN, pooling), with the memories
     /// and the workspace its backward step reads kept under the layer's name.
     private func appendForward(_ pd: dnnl_primitive_desc_t, layer name: String,
@@ -359,20 +387,10 @@ final class TrainingProgram {
             let (x, inShape) = try source(layer.inputs[0], for: name)
             guard let weight = try param(.weight) else { throw ZooError.engineFailure(layer: name, reason: "has no weight") }
             let bias = try param(.bias)
-            let g = spec.groups
-            let weightDims = g > 1
-                ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
-                : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
-            let plainSrc = try act4(inShape, layer: name)
-            let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
-            let plainDst = try act4(output, layer: name)
-            var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
-            var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
-            var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
-            var dstMD = try DNNL.desc([batch, output.c, output.h, output.w], dnnl_format_tag_any, layer: name)
-            let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
-            let padL: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
-            let padR: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
+            let c = try convolutionLayouts(spec, input: inShape, output: output, layer: name)
+            let (plainSrc, plainWeights, plainDst) = (c.plainSrc, c.plainWeights, c.plainDst)
+            var (srcMD, weightMD, biasMD, dstMD) = (c.src, c.weights, c.bias, c.dst)
+            let (strides, padL, padR) = (c.strides, c.padL, c.padR)
             var d = dnnl_convolution_desc_t()
             try DNNL.check(withUnsafePointer(to: &biasMD) { biasPointer in
                 dnnl_convolution_forward_desc_init(&d, dnnl_forward_training, dnnl_convolution_direct, &srcMD, &weightMD,
@@ -693,23 +711,13 @@ final class TrainingProgram {
             }
             let bias = param(.bias)
             let output = resolved.output
-            let g = spec.groups
-            let weightDims = g > 1
-                ? [g, spec.outChannels / g, inShape.c / g, spec.kernel.h, spec.kernel.w]
-                : [spec.outChannels, inShape.c, spec.kernel.h, spec.kernel.w]
             guard let (forwardSrc, forwardWeights) = convLayouts[name], let x = data[layer.inputs[0]] else {
                 throw ZooError.engineFailure(layer: name, reason: "forward pass not compiled")
             }
-            let plainSrc = try act4(inShape, layer: name)
-            let plainWeights = try DNNL.desc(weightDims, g > 1 ? dnnl_goihw : dnnl_oihw, layer: name)
-            let plainDst = try act4(output, layer: name)
-            var srcMD = try DNNL.desc([batch, inShape.c, inShape.h, inShape.w], dnnl_format_tag_any, layer: name)
-            var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, layer: name)
-            var biasMD = try DNNL.desc([spec.outChannels], dnnl_a, layer: name)
-            var dstMD = try DNNL.desc([batch, output.c, output.h, output.w], dnnl_format_tag_any, layer: name)
-            let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
-            let padL: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
-            let padR: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
+            let c = try convolutionLayouts(spec, input: inShape, output: output, layer: name)
+            let (plainSrc, plainWeights, plainDst) = (c.plainSrc, c.plainWeights, c.plainDst)
+            var (srcMD, weightMD, biasMD, dstMD) = (c.src, c.weights, c.bias, c.dst)
+            let (strides, padL, padR) = (c.strides, c.padL, c.padR)
             let plainDiffDst = try memory(plainDst, dy.pointer, layer: name)
             var wd = dnnl_convolution_desc_t()
             try DNNL.check(withUnsafePointer(to: &biasMD) { biasPointer in

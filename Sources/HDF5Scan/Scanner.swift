@@ -587,7 +587,7 @@ package struct Scanner {
 }
 
 /// Element count of a shape with overflow checks (file headers are untrusted).
-func checkedElementCount(_ shape: [Int]) -> Int? {
+package func checkedElementCount(_ shape: [Int]) -> Int? {
     var total = 1
     for dim in shape {
         guard dim >= 0 else { return nil }

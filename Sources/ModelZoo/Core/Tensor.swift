@@ -1,3 +1,4 @@
+import HDF5Scan
 /// Element types a weight file may declare. Readers report the file's own type; only
 /// float32, float16 and bfloat16 are converted to float32 on load, the rest are reported.
 public enum DType: String, Sendable, Codable, CaseIterable {
@@ -42,15 +43,9 @@ public struct Tensor: Sendable, Equatable {
 
 /// Element count of a shape with overflow checks: file headers are untrusted, so a product
 /// that does not fit in Int, or a negative dimension, is refused before anything is allocated.
+/// (The HDF5 worker, which links no ModelZoo, owns the one implementation.)
 public func checkedElementCount(_ shape: [Int]) -> Int? {
-    var total = 1
-    for dim in shape {
-        guard dim >= 0 else { return nil }
-        let (product, overflow) = total.multipliedReportingOverflow(by: dim)
-        if overflow { return nil }
-        total = product
-    }
-    return total
+    HDF5Scan.checkedElementCount(shape)
 }
 
 /// Byte size of `shape` elements of `dtype`, overflow-checked.

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(pkg-config libhdf5-dev libprotobuf-c-dev protobuf-c-compiler libdnnl-dev
+apt_packages=(pkg-config libhdf5-dev libaec-dev libprotobuf-c-dev protobuf-c-compiler libdnnl-dev
               libturbojpeg0-dev libpng-dev zlib1g-dev python3 python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -60,8 +60,8 @@ final class ConvertCopyTests: XCTestCase {
     func testTheCopyPathIsTakenAndNonFiniteValuesStillStopIt() throws {
         let input = path("lenet5.safetensors")
         _ = try Converter.convert(input: CLI.fixture("lenet/lenet5_digits.onnx"), output: input, options: .init())
-        let taken = try Converter.convertCopyingStored(input: input, output: path("a.onnx"), format: .onnx,
-                                                       options: .init(), start: 0)
+        let taken = try Converter.convertCopyingStored(try ModelLoader.prepare(path: input, architecture: nil), input: input,
+                                                       output: path("a.onnx"), format: .onnx, start: 0)
         XCTAssertNotNil(taken)
         // A NaN in a tensor that would be copied: the copy path steps aside and the
         // ordinary one reports the file as it always has.
@@ -71,8 +71,8 @@ final class ConvertCopyTests: XCTestCase {
         tensors[index].1.data[5] = .nan
         let broken = path("nan.safetensors")
         try SafetensorsWriter.write(tensors.map { (name: $0.0, tensor: $0.1) }, metadata: file.metadata, to: broken)
-        XCTAssertNil(try Converter.convertCopyingStored(input: broken, output: path("b.onnx"), format: .onnx,
-                                                        options: .init(), start: 0))
+        XCTAssertNil(try Converter.convertCopyingStored(try ModelLoader.prepare(path: broken, architecture: nil), input: broken,
+                                                        output: path("b.onnx"), format: .onnx, start: 0))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("b.onnx")))
         // The NaN is found while the bytes are copied: the temporary file goes too.
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: work.path).filter { $0.hasPrefix(".") }, [])

@@ -17,25 +17,32 @@ final class TrainingBackwardTests: XCTestCase {
         headLayer: "fc", publishedParameters: nil, preprocessing: .grayscaleUnit
     ) { classes in
         let b = NetworkBuilder()
-        b.conv("c1", 6, kernel: 3, pad: 1, groups: 2, act: act)
-        b.batchNorm("bn1", epsilon: 1e-5, act: act)
-        b.maxPool("p1", kernel: 3, stride: 2, ceil: true)
-        let n1 = b.lrn("n1", size: 5, alpha: 1e-2, beta: 0.75, k: 2)
-        let a = b.conv("c2a", 4, kernel: 1, act: act, from: n1)
-        b.conv("c2b", 4, kernel: 3, pad: 1, bias: false, from: n1)
-        let bb = b.batchNorm("bn2b", epsilon: 1e-3)
-        b.avgPool("p2c", kernel: 3, stride: 1, padding: Padding(1), from: n1)
-        let c = b.conv("c2c", 4, kernel: 1)
-        let cat = b.concat("cat", [a, bb, c])
-        b.conv("c3", 12, kernel: 3, pad: 1)
-        let r = b.batchNorm("bn3", epsilon: 1e-5)
-        b.add("add", [r, cat], act: act)
+        addEveryLayerKind(to: b, act: act, stem: 6, branch: 4)
         b.adaptiveAvgPool("gap", 1)
         b.flatten()
         b.linear("fc1", 8, act: .tanh)
         b.linear("fc", classes)
         return b.layers
     } }
+
+    /// The trunk both test graphs share: grouped conv, BN, ceil-mode max pool, LRN read by
+    /// three branches (conv, conv without bias + BN, padded avg pool + conv), their concat,
+    /// and a conv + BN added to it.
+    static func addEveryLayerKind(to b: NetworkBuilder, act: Activation, stem: Int, branch: Int) {
+        b.conv("c1", stem, kernel: 3, pad: 1, groups: 2, act: act)
+        b.batchNorm("bn1", epsilon: 1e-5, act: act)
+        b.maxPool("p1", kernel: 3, stride: 2, ceil: true)
+        let n1 = b.lrn("n1", size: 5, alpha: 1e-2, beta: 0.75, k: 2)
+        let a = b.conv("c2a", branch, kernel: 1, act: act, from: n1)
+        b.conv("c2b", branch, kernel: 3, pad: 1, bias: false, from: n1)
+        let bb = b.batchNorm("bn2b", epsilon: 1e-3)
+        b.avgPool("p2c", kernel: 3, stride: 1, padding: Padding(1), from: n1)
+        let c = b.conv("c2c", branch, kernel: 1)
+        let cat = b.concat("cat", [a, bb, c])
+        b.conv("c3", 3 * branch, kernel: 3, pad: 1)
+        let r = b.batchNorm("bn3", epsilon: 1e-5)
+        b.add("add", [r, cat], act: act)
+    }
 
     /// torchvision's ResNet18 at base width 4: the net the ResNet references were made with.
     static let narrowResNet18 = Architecture.resnet(
@@ -126,19 +133,7 @@ final class TrainingBackwardTests: XCTestCase {
         headLayer: "fc", publishedParameters: nil, preprocessing: .grayscaleUnit
     ) { classes in
         let b = NetworkBuilder()
-        b.conv("c1", 16, kernel: 3, pad: 1, groups: 2, act: .tanh)
-        b.batchNorm("bn1", epsilon: 1e-5, act: .tanh)
-        b.maxPool("p1", kernel: 3, stride: 2, ceil: true)
-        let n1 = b.lrn("n1", size: 5, alpha: 1e-2, beta: 0.75, k: 2)
-        let a = b.conv("c2a", 16, kernel: 1, act: .tanh, from: n1)
-        b.conv("c2b", 16, kernel: 3, pad: 1, bias: false, from: n1)
-        let bb = b.batchNorm("bn2b", epsilon: 1e-3)
-        b.avgPool("p2c", kernel: 3, stride: 1, padding: Padding(1), from: n1)
-        let c = b.conv("c2c", 16, kernel: 1)
-        let cat = b.concat("cat", [a, bb, c])
-        b.conv("c3", 48, kernel: 3, pad: 1)
-        let r = b.batchNorm("bn3", epsilon: 1e-5)
-        b.add("add", [r, cat], act: .tanh)
+        addEveryLayerKind(to: b, act: .tanh, stem: 16, branch: 16)
         b.flatten()
         b.linear("fc1", 8, act: .tanh)
         b.linear("fc", classes)

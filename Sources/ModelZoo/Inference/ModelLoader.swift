@@ -46,8 +46,12 @@ public enum ModelLoader {
     /// Verifies and loads a file already opened (or weights in memory: `MemoryWeightFile`).
     public static func load(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
                             inputSize: Size2? = nil) throws -> LoadedModel {
-        let prepared = try prepare(file: file, spec: requested, preset: requestedPreset, inputSize: inputSize)
-        let weights = try prepared.mapping.loadWeights(from: file)
+        try load(try prepare(file: file, spec: requested, preset: requestedPreset, inputSize: inputSize))
+    }
+
+    /// Reads every value of a file verified by shapes and checks it is finite.
+    static func load(_ prepared: Prepared) throws -> LoadedModel {
+        let weights = try prepared.mapping.loadWeights(from: prepared.file)
         let nonFinite = Verifier.nonFiniteProblems(prepared.mapping, loaded: weights)
         guard nonFinite.isEmpty else {
             var report = prepared.report
@@ -55,7 +59,7 @@ public enum ModelLoader {
             report.ok = false
             throw VerificationFailed(report: report)
         }
-        return LoadedModel(file: file, report: prepared.report, architecture: prepared.architecture,
+        return LoadedModel(file: prepared.file, report: prepared.report, architecture: prepared.architecture,
                            network: prepared.network, weights: weights, preset: prepared.preset,
                            classNames: prepared.classNames)
     }
@@ -72,10 +76,10 @@ public enum ModelLoader {
         let classNames: [String]?
     }
 
-    static func prepare(path: String, spec requested: Architecture?, preset requestedPreset: WeightsPreset? = nil,
-                        inputSize: Size2? = nil) throws -> Prepared {
-        try prepare(file: try WeightFileOpener.open(path: path), spec: requested, preset: requestedPreset,
-                    inputSize: inputSize)
+    /// `id` as for `load(path:architecture:)`.
+    static func prepare(path: String, architecture id: String?) throws -> Prepared {
+        try prepare(file: try WeightFileOpener.open(path: path), spec: try id.map { try ArchitectureRegistry.find($0) },
+                    preset: id.flatMap(WeightsPreset.find), inputSize: nil)
     }
 
     static func prepare(file: WeightFile, spec requested: Architecture?, preset requestedPreset: WeightsPreset?,

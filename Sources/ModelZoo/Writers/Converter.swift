@@ -87,11 +87,13 @@ public enum Converter {
         let start = DispatchTime.now().uptimeNanoseconds
         let format = try targetFormat(for: output, requested: options.format)
         try checkTarget(input: input, output: output, force: options.force)
+        // Opened and verified by shapes once, whichever path writes the output.
+        let prepared = try ModelLoader.prepare(path: input, architecture: options.architecture)
         if options.copyStoredTensors, !options.check, format == .safetensors || format == .onnx,
-           let report = try convertCopyingStored(input: input, output: output, format: format, options: options, start: start) {
+           let report = try convertCopyingStored(prepared, input: input, output: output, format: format, start: start) {
             return report
         }
-        let model = try ModelLoader.load(path: input, architecture: options.architecture)
+        let model = try ModelLoader.load(prepared)
         try ModelWriter.checkExpressible(model.network, as: format)
         let source = URL(fileURLWithPath: input).lastPathComponent
         let summary = try ModelWriter.write(model.network, weights: model.weights, classNames: model.storedClassNames,
@@ -116,10 +118,8 @@ public enum Converter {
     /// memory; the others (transposed, constants, other types) are loaded as usual. nil when
     /// nothing can be copied or a value is not finite: the ordinary path then converts, or
     /// reports the problem as it always does.
-    static func convertCopyingStored(input: String, output: String, format: WeightFormat, options: Options,
-                                     start: UInt64) throws -> Report? {
-        let spec = try options.architecture.map { try ArchitectureRegistry.find($0) }
-        let prepared = try ModelLoader.prepare(path: input, spec: spec, preset: options.architecture.flatMap(WeightsPreset.find))
+    static func convertCopyingStored(_ prepared: ModelLoader.Prepared, input: String, output: String,
+                                     format: WeightFormat, start: UInt64) throws -> Report? {
         guard let spans = prepared.file as? ProvidesStoredSpans else { return nil }
         var stored: [String: StoredSpan] = [:]
         var weights: [String: Tensor] = [:]

@@ -40,6 +40,15 @@ final class NetworkCompiler {
     private var deferred: [String: DeferredConv] = [:]
     /// Every activation buffer and its size in bytes.
     private var activationBytes: [OpaquePointer: Int] = [:]
+    /// Memories that read and write another activation's bytes (a concat branch's slice of
+    /// the concat, a 2-d view of a plain 4-d tensor): view -> the buffer it lies in. They get
+    /// no storage of their own; the buffer lives as long as any of its views is used.
+    private var views: [OpaquePointer: OpaquePointer] = [:]
+    /// Concat inputs written straight into their slice of the concat's output:
+    /// input name -> (concat name, channel offset).
+    private var concatSlots: [String: (concat: String, channelOffset: Int)] = [:]
+    /// Output buffers of those concats, made when their first branch is compiled.
+    private var concatOutputs: [String: Value] = [:]
     private(set) var kernels: [(layer: String, implementation: String)] = []
 
     /// Layer indices reading each value.
@@ -50,6 +59,14 @@ final class NetworkCompiler {
     private var foldedBatchNorm: [String: ResolvedLayer] = [:]
 
     let precision: Precision
+    /// Whether float32 convolutions keep activations in oneDNN's 16-channel blocked layout
+    /// (nChw16c) instead of letting the library choose (channels-last for its brgemm
+    /// kernels). Measured per operator against onnxruntime on this machine's AVX-512 cores
+    /// (Tools/bench_engine.py --per-op): at batch 1 the brgemm kernels, which split one
+    /// image's rows between threads, are 4-14% faster on ResNet and GoogLeNet; from batch 2
+    /// the blocked direct kernels, which split images between threads, are 1-5% faster
+    /// (ResNet50's expanding 1x1 convolutions with a residual sum: 20-30%).
+    private var blockedActivations: Bool { precision == .fp32 && batch >= 2 }
     /// What convolutions, pools, normalisations and hidden FC layers compute in: bfloat16
     /// activations and weights with float32 accumulation under `.bf16` (AVX512-BF16), float32
     /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.
@@ -102,11 +119,41 @@ final class NetworkCompiler {
             runsAt[resolved.layer.name] = reading[0]
             if let bn { runsAt[bn.layer.name] = reading[0] }
         }
+        planInPlaceConcats()
         // A branch read only by a concat is quantized with the concat's threshold (which
         // covers every branch), so the concat copies bytes instead of rescaling them.
         for (index, resolved) in layers.enumerated() {
             guard case .concat = resolved.layer.op, let t = thresholds[resolved.layer.name] else { continue }
             for input in resolved.layer.inputs where readers[input] == [index] { thresholds[input] = t }
+        }
+    }
+
+    /// A concat whose every input is a convolution read by nothing else (an inception
+    /// module's branches) has each branch write its slice of the output, so the concat
+    /// itself copies nothing. In the blocked layout a slice must start on a 16-channel block.
+    /// Under int8 the branches' types and scales are settled later; concat copies there.
+    private func planInPlaceConcats() {
+        guard precision != .int8 else { return }
+        let byName = Dictionary(net.layers.map { ($0.layer.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let indexOf = Dictionary(net.layers.enumerated().map { ($0.element.layer.name, $0.offset) },
+                                 uniquingKeysWith: { first, _ in first })
+        let convOfFoldedBN = Dictionary(foldedBatchNorm.map { ($0.value.layer.name, $0.key) },
+                                        uniquingKeysWith: { first, _ in first })
+        for (index, resolved) in net.layers.enumerated() {
+            guard case .concat = resolved.layer.op,
+                  Set(resolved.layer.inputs).count == resolved.layer.inputs.count else { continue }
+            var slots: [(String, Int)] = []
+            var offset = 0
+            for input in resolved.layer.inputs {
+                let convName = convOfFoldedBN[input] ?? input
+                guard readers[input] == [index], let producer = byName[input], let conv = byName[convName],
+                      case .conv = conv.layer.op, runsAt[convName] == indexOf[convName],
+                      !blockedActivations || offset % 16 == 0 else { slots = []; break }
+                slots.append((input, offset))
+                offset += producer.output.c
+            }
+            guard !slots.isEmpty, offset == resolved.output.c else { continue }
+            for (input, channelOffset) in slots { concatSlots[input] = (resolved.layer.name, channelOffset) }
         }
     }
 
@@ -168,6 +215,7 @@ final class NetworkCompiler {
         var firstUse: [OpaquePointer: Int] = [:]
         var lastUse: [OpaquePointer: Int] = [:]
         func touch(_ memory: dnnl_memory_t, _ position: Int) {
+            let memory = storageOwner(memory)
             guard activationBytes[memory] != nil else { return }
             firstUse[memory] = min(firstUse[memory] ?? position, position)
             lastUse[memory] = max(lastUse[memory] ?? position, position)
@@ -207,6 +255,12 @@ final class NetworkCompiler {
         for (memory, offset) in offsets {
             try DNNL.check(dnnl_memory_set_data_handle(memory, arena.base + offset), layer: "activations", "set data handle")
         }
+        // A view's descriptor carries its offset into the buffer (a sub-memory's channel
+        // offset), so it takes the buffer's own address.
+        for view in views.keys {
+            guard let offset = offsets[storageOwner(view)] else { continue }
+            try DNNL.check(dnnl_memory_set_data_handle(view, arena.base + offset), layer: "activations", "set data handle")
+        }
         return arena
     }
 
@@ -235,7 +289,8 @@ final class NetworkCompiler {
             let output = bn?.output ?? resolved.output
             values[outputName] = try buildConv(resolved, spec, source: source, sourceName: layer.inputs[0],
                                                output: output, outputName: outputName, weights: weights,
-                                               bias: bias, activation: activation, accumulateInto: nil)
+                                               bias: bias, activation: activation, accumulateInto: nil,
+                                               concatSlot: concatSlots[outputName])
         case .batchNorm(let epsilon):
             if values[name] != nil || deferred[name] != nil { return }  // folded into its conv
             values[name] = try buildBatchNorm(resolved, epsilon: epsilon,
@@ -306,6 +361,24 @@ final class NetworkCompiler {
         guard let memory else { throw ZooError.engineFailure(layer: layer, reason: "memory creation returned nothing") }
         resources.keep(memory: memory)
         activationBytes[memory] = dnnl_memory_desc_get_size(&md)
+        return memory
+    }
+
+    /// A memory over bytes of `buffer` described by `md` (a sub-memory or a reshape of it).
+    private func newView(of buffer: dnnl_memory_t, _ md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_t {
+        var md = md
+        var memory: dnnl_memory_t?
+        try DNNL.check(dnnl_memory_create(&memory, &md, engine, nil), layer: layer, "view creation")
+        guard let memory else { throw ZooError.engineFailure(layer: layer, reason: "view creation returned nothing") }
+        resources.keep(memory: memory)
+        views[memory] = buffer
+        return memory
+    }
+
+    /// The activation buffer whose storage `memory` uses (itself unless it is a view).
+    private func storageOwner(_ memory: dnnl_memory_t) -> dnnl_memory_t {
+        var memory = memory
+        while let buffer = views[memory] { memory = buffer }
         return memory
     }
 
@@ -473,6 +546,41 @@ final class NetworkCompiler {
         try DNNL.desc(dims, dnnl_format_tag_any, type: computeType ? activationType : dnnl_f32, layer: layer)
     }
 
+    /// A convolution's source or destination: 16-channel blocked when `blockedActivations`
+    /// and the channels fill whole blocks, else the primitive's choice.
+    private func activationDesc(_ dims: [Int], layer: String) throws -> dnnl_memory_desc_t {
+        if blockedActivations && dims.count == 4 && dims[1] % 16 == 0 {
+            return try DNNL.desc(dims, dnnl_nChw16c, type: activationType, layer: layer)
+        }
+        return try anyDesc(dims, computeType: true, layer: layer)
+    }
+
+    /// The slice of a 4-d tensor `md` holding channels from `channelOffset` on.
+    private func subMemory(of md: dnnl_memory_desc_t, dims: [Int], channelOffset: Int,
+                           layer: String) throws -> dnnl_memory_desc_t {
+        var parent = md
+        var slice = dnnl_memory_desc_t()
+        let sliceDims = dims.map { Int64($0) }
+        let offsets: [Int64] = [0, Int64(channelOffset), 0, 0]
+        try DNNL.check(dnnl_memory_desc_init_submemory(&slice, &parent, sliceDims, offsets), layer: layer, "concat slice")
+        return slice
+    }
+
+    /// The output buffer of an in-place concat (see `planInPlaceConcats`), made by its first
+    /// branch: blocked or channels-last, the layouts whose channel slices kernels can write.
+    private func concatOutput(_ concat: String, batch n: Int, layer: String) throws -> Value {
+        if let made = concatOutputs[concat] { return made }
+        guard let resolved = net.layers.first(where: { $0.layer.name == concat }) else {
+            throw ZooError.engineFailure(layer: layer, reason: "concat '\(concat)' is not in the network")
+        }
+        let shape = resolved.output
+        let md = try DNNL.desc([n, shape.c, shape.h, shape.w], blockedActivations ? dnnl_nChw16c : dnnl_nhwc,
+                               type: activationType, layer: concat)
+        let made = Value(memory: try newActivation(md, layer: concat), md: md, shape: shape, ownsBuffer: true)
+        concatOutputs[concat] = made
+        return made
+    }
+
     private func fourDimensional(_ value: Value, layer: String) throws -> [Int] {
         let dims = DNNL.dims(of: value.md)
         guard dims.count == 4 else {
@@ -509,7 +617,8 @@ final class NetworkCompiler {
     private func buildConv(_ resolved: ResolvedLayer, _ spec: ConvSpec, source: Value, sourceName: String,
                            output: Shape3, outputName: String,
                            weights: [Float], bias: [Float], activation: Activation?,
-                           accumulateInto target: Value?) throws -> Value {
+                           accumulateInto target: Value?,
+                           concatSlot: (concat: String, channelOffset: Int)? = nil) throws -> Value {
         let name = resolved.layer.name
         let input = try fourDimensional(source, layer: name)
         let (n, c) = (input[0], input[1])
@@ -517,10 +626,11 @@ final class NetworkCompiler {
         let plainWeightDims = g > 1
             ? [g, spec.outChannels / g, c / g, spec.kernel.h, spec.kernel.w]
             : [spec.outChannels, c, spec.kernel.h, spec.kernel.w]
-        var srcMD = try anyDesc(input, computeType: true, layer: name)
+        let outputDims = [n, output.c, output.h, output.w]
+        var srcMD = try activationDesc(input, layer: name)
         var weightMD = try anyDesc(plainWeightDims, computeType: true, layer: name)
         var biasMD = try anyDesc([spec.outChannels], layer: name)
-        var dstMD = try target?.md ?? anyDesc([n, output.c, output.h, output.w], computeType: true, layer: name)
+        var dstMD = try target?.md ?? activationDesc(outputDims, layer: name)
         // int8: s8 weights with a scale per output channel, the source as u8/s8 at its
         // scale, the bias pre-multiplied into the accumulator's scale (oneDNN adds it before
         // the output scales), the output scales taking the accumulator to the destination's.
@@ -555,14 +665,28 @@ final class NetworkCompiler {
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
         let padBefore: [Int64] = [Int64(spec.padding.top), Int64(spec.padding.left)]
         let padAfter: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
-        var descriptor = dnnl_convolution_desc_t()
-        try DNNL.check(dnnl_convolution_forward_desc_init(&descriptor, dnnl_forward_inference, dnnl_convolution_direct,
-                                                          &srcMD, &weightMD, &biasMD, &dstMD,
-                                                          strides, padBefore, padAfter),
-                       layer: name, "convolution descriptor")
         let attributes = try postOps(activation: activation, accumulate: target != nil, sumScale: sumScale,
                                      outputScales: outputScales, layer: name)
-        let pd = try describe(&descriptor, attributes: attributes, layer: name, "convolution")
+        func describeConvolution(writing dstMD: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {
+            var dstMD = dstMD
+            var descriptor = dnnl_convolution_desc_t()
+            try DNNL.check(dnnl_convolution_forward_desc_init(&descriptor, dnnl_forward_inference, dnnl_convolution_direct,
+                                                              &srcMD, &weightMD, &biasMD, &dstMD,
+                                                              strides, padBefore, padAfter),
+                           layer: name, "convolution descriptor")
+            return try describe(&descriptor, attributes: attributes, layer: name, "convolution")
+        }
+        // A concat branch writes its slice of the concat's output when a fast kernel can
+        // write that strided layout; otherwise it writes its own buffer and the concat copies.
+        var slice: (pd: dnnl_primitive_desc_t, memory: dnnl_memory_t)?
+        if target == nil, quantized == nil, let concatSlot {
+            let whole = try concatOutput(concatSlot.concat, batch: n, layer: name)
+            let sliceMD = try subMemory(of: whole.md, dims: outputDims, channelOffset: concatSlot.channelOffset, layer: name)
+            if let pd = try? describeConvolution(writing: sliceMD), !DNNL.implementationName(pd).hasPrefix("ref") {
+                slice = (pd, try newView(of: whole.memory, sliceMD, layer: name))
+            }
+        }
+        let pd = try slice?.pd ?? describeConvolution(writing: dstMD)
         kernels.append((name, DNNL.implementationName(pd)))
         guard let chosenSrc = DNNL.queryMD(pd, dnnl_query_src_md), let chosenWeights = DNNL.queryMD(pd, dnnl_query_weights_md),
               let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
@@ -572,7 +696,7 @@ final class NetworkCompiler {
         let weightMemory = try constantMemory(weights, dims: plainWeightDims, target: chosenWeights, scales: weightScales,
                                               mask: weightScales.count == 1 ? 0 : (g > 1 ? 3 : 1), layer: name)
         let biasMemory = try constantMemory(bias, dims: [spec.outChannels], target: chosenBias, layer: name)
-        let dstMemory = try target?.memory ?? newActivation(chosenDst, layer: name)
+        let dstMemory = try target?.memory ?? slice?.memory ?? newActivation(chosenDst, layer: name)
         let primitive = try makePrimitive(pd, layer: name)
         steps.append(.primitive(primitive, [
             dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: srcMemory),
@@ -799,31 +923,41 @@ final class NetworkCompiler {
         guard case .linear(let outFeatures, let hasBias) = resolved.layer.op else {
             throw ZooError.engineFailure(layer: name, reason: "not a linear layer")
         }
-        // A 4-d source keeps its [C, H, W] extent: oneDNN flattens it in C,H,W order, the
-        // canonical order of the weight's columns, whatever blocked layout it is stored in.
         let input = DNNL.dims(of: source.md)
         let n = input[0]
-        let weightDims = [outFeatures] + input.dropFirst()
         // The classifier computes in float32: its logits are what users compare and rank.
         let compute = resolved.layer.name != net.architecture.headLayer
-        var srcMD = try anyDesc(input, computeType: compute, layer: name)
-        var weightMD = try anyDesc(weightDims, computeType: compute, layer: name)
+        // int8 hidden layers (VGG's and AlexNet's fc6/fc7: a quarter of the weight bytes to
+        // stream), quantized as convolutions are; the classifier stays float32.
+        let quantized = compute ? int8Input(source, name: sourceName) : nil
+        let srcScale = quantized?.scale ?? 1
+        let srcType = quantized?.type ?? (compute ? activationType : dnnl_f32)
+        // A 4-d source is read through a plain NCHW copy viewed as [N, C*H*W]: flattened in
+        // C,H,W order, the canonical order of the weight's columns. oneDNN runs a 4-d inner
+        // product as a plain GEMM and a 2-d one with its brgemm kernels, about twice as fast
+        // on AlexNet's fc6 (256x6x6 inputs).
+        var flattened: dnnl_memory_t?
+        var flatDims = input
+        if input.count == 4 {
+            let plain = try DNNL.desc(input, dnnl_nchw, type: srcType, layer: name)
+            flatDims = [n, input[1] * input[2] * input[3]]
+            let flatMD = try DNNL.desc(flatDims, dnnl_ab, type: srcType, layer: name)
+            flattened = try newView(of: try converted(source, to: plain, scale: srcScale, layer: name), flatMD, layer: name)
+        }
+        let weightDims = [outFeatures, flatDims[1]]
+        var srcMD = try flattened.map { _ in try DNNL.desc(flatDims, dnnl_ab, type: srcType, layer: name) }
+            ?? DNNL.desc(flatDims, dnnl_format_tag_any, type: srcType, layer: name)
+        var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, type: quantized == nil ? srcType : dnnl_s8, layer: name)
         var biasMD = try anyDesc([outFeatures], layer: name)
         var dstMD = try anyDesc([n, outFeatures], computeType: compute, layer: name)
         var weights = try Network.parameter(self.weights, resolved, .weight).data
         var bias = hasBias ? try Network.parameter(self.weights, resolved, .bias).data
                            : [Float](repeating: 0, count: outFeatures)
-        // int8 hidden layers (VGG's and AlexNet's fc6/fc7: a quarter of the weight bytes to
-        // stream), quantized as convolutions are; the classifier stays float32.
-        let quantized = compute ? int8Input(source, name: sourceName) : nil
-        var srcScale: Float = 1, dstScale: Float = 1
+        var dstScale: Float = 1
         var weightScales: [Float] = [1]
         var outputScales: [Float]?
-        if let quantized {
-            srcScale = quantized.scale
+        if quantized != nil {
             weightScales = Self.channelScales(weights, channels: outFeatures)
-            srcMD = try DNNL.desc(input, dnnl_format_tag_any, type: quantized.type, layer: name)
-            weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, type: dnnl_s8, layer: name)
             if let t = thresholds[name] {
                 let type = resolved.layer.activation == .relu ? dnnl_u8 : dnnl_s8
                 dstScale = Self.levels(type) / t
@@ -844,7 +978,7 @@ final class NetworkCompiler {
               let chosenBias = DNNL.queryMD(pd, dnnl_query_weights_md, 1), let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
             throw ZooError.engineFailure(layer: name, reason: "inner product did not report its layouts")
         }
-        let srcMemory = try converted(source, to: chosenSrc, scale: srcScale, layer: name)
+        let srcMemory = try flattened ?? converted(source, to: chosenSrc, scale: srcScale, layer: name)
         let weightMemory = try constantMemory(weights, dims: weightDims, target: chosenWeights, scales: weightScales,
                                               mask: weightScales.count == 1 ? 0 : 1, layer: name)
         weights = []
@@ -862,6 +996,21 @@ final class NetworkCompiler {
     private func buildConcat(_ resolved: ResolvedLayer, sources: [Value]) throws -> Value {
         let name = resolved.layer.name
         for source in sources { _ = try fourDimensional(source, layer: name) }
+        if let whole = concatOutputs[name] {
+            // Branches already wrote their slices; one that could not is copied into it.
+            for (input, source) in zip(resolved.layer.inputs, sources) where views[source.memory] != whole.memory {
+                guard let slot = concatSlots[input] else {
+                    throw ZooError.engineFailure(layer: name, reason: "input '\(input)' has no slice in the output")
+                }
+                let sliceMD = try subMemory(of: whole.md, dims: DNNL.dims(of: source.md), channelOffset: slot.channelOffset,
+                                            layer: name)
+                let slice = try newView(of: whole.memory, sliceMD, layer: name)
+                let reorder = try makeReorder(from: source.md, to: sliceMD, layer: name)
+                steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: source.memory),
+                                                  dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: slice)], layer: name))
+            }
+            return whole
+        }
         var sources = sources
         var scale: Float = 1
         // oneDNN concatenates bytes: every int8 source must share one type and one scale

@@ -178,7 +178,57 @@ final class EngineTests: XCTestCase {
             b.concat("cat", [a, c, d])
             b.conv("after", 8, kernel: 1)
         }
-        try assertEngineMatchesReference(net)
+        // Batch 1: channels-last, every branch writes its slice. Batch 2: blocked layout,
+        // where the 24-channel branch would start the third slice mid-block: a concat copies.
+        let single = try assertEngineMatchesReference(net, batch: 1)
+        XCTAssertFalse(single.executionPlan.contains("cat: concat"), "\(single.executionPlan)")
+        let blocked = try assertEngineMatchesReference(net, batch: 2)
+        XCTAssertTrue(blocked.executionPlan.contains("cat: concat"), "\(blocked.executionPlan)")
+    }
+
+    /// Inception-style branches whose channel counts fill whole 16-channel blocks write their
+    /// slices of the concat in both layouts, including a branch read by a BatchNorm folded
+    /// into its conv; a concat branch read by another layer as well gets its own buffer.
+    func testConcatBranchesWriteTheirSlicesInPlace() throws {
+        let net = try tinyNetwork(channels: 16, size: Size2(9)) { b in
+            let input = b.conv("stem", 32, kernel: 3, pad: 1, act: .relu)
+            let a = b.conv("a", 16, kernel: 1, act: .relu, from: input)
+            b.conv("b0", 16, kernel: 1, bias: false, from: input)
+            b.batchNorm("b0.bn", epsilon: 1e-3, act: .relu)
+            let c = b.conv("b1", 48, kernel: 3, pad: 1, act: .relu)
+            b.maxPool("p", kernel: 3, stride: 1, pad: 1, ceil: true, from: input)
+            let d = b.conv("p1", 32, kernel: 1, act: .relu)
+            let cat = b.concat("cat", [a, c, d])
+            let e = b.conv("e", 16, kernel: 1, act: .relu, from: cat)
+            let f = b.conv("f", 16, kernel: 3, pad: 1, act: .relu, from: cat)
+            b.concat("cat2", [e, f])
+            b.conv("g", 16, kernel: 1, from: e)
+            b.concat("cat3", ["cat2", "g"])
+        }
+        for batch in [1, 3] {
+            let network = try assertEngineMatchesReference(net, batch: batch)
+            let plan = network.executionPlan
+            XCTAssertFalse(plan.contains("cat: concat"), "batch \(batch): \(plan)")
+            // `e` is read by `g` too: cat2 copies.
+            XCTAssertTrue(plan.contains("cat2: concat"), "batch \(batch): \(plan)")
+        }
+    }
+
+    /// oneDNN runs an inner product over a 4-d source as a plain GEMM; the engine gives it a
+    /// flat [N, C*H*W] view so that the brgemm kernels run (AlexNet's fc6 twice as fast).
+    func testInnerProductOverFeatureMapUsesTheFlatKernels() throws {
+        let net = try tinyNetwork(channels: 3, size: Size2(12)) { b in
+            b.conv("conv", 32, kernel: 3, act: .relu)
+            b.maxPool("pool", kernel: 2, stride: 2)
+            b.flatten()
+            b.linear("fc1", 64, act: .relu)
+            b.linear("fc2", 5)
+        }
+        for batch in [1, 4] {
+            let network = try assertEngineMatchesReference(net, batch: batch)
+            let kernels = Dictionary(network.kernels.map { ($0.layer, $0.implementation) }, uniquingKeysWith: { a, _ in a })
+            XCTAssertFalse(kernels["fc1"]?.contains("gemm:jit") ?? true, "\(network.kernels)")
+        }
     }
 
     func testResidualAddsFusedAndPlain() throws {
@@ -303,8 +353,13 @@ final class EngineTests: XCTestCase {
     }
 
     func testGoogLeNetAtSmallInputMatchesReference() throws {
-        try assertEngineMatchesReference(try ArchitectureRegistry.find("googlenet").resolve(classes: 10, inputSize: Size2(64)),
-                                         batch: 1)
+        // Batch 1 in channels-last, batch 2 in the blocked layout; every inception module
+        // writes its branches in place in both.
+        for batch in [1, 2] {
+            let network = try assertEngineMatchesReference(
+                try ArchitectureRegistry.find("googlenet").resolve(classes: 10, inputSize: Size2(64)), batch: batch)
+            XCTAssertFalse(network.executionPlan.contains { $0.hasSuffix(": concat") }, "\(network.executionPlan)")
+        }
     }
 
     func testAlexNetWithUnevenAdaptivePoolMatchesReference() throws {

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side CPU inference timings: ModelZoo's oneDNN engine vs onnxruntime.
 
-For each architecture, exports the torchvision model (random weights) to ONNX in a
-temporary directory, times onnxruntime on it with `--threads` intra-op threads and
+For each architecture, exports the torchvision model with pretrained-like random weights
+(`pretrained_like`) to ONNX in a temporary directory, times onnxruntime on it with `--threads` intra-op threads and
 `zoo bench --weights THAT_FILE --threads N` on the same file (which re-runs itself with
 OMP_WAIT_POLICY=active), and prints one table of median milliseconds per batch and the
-ratio. Both sides use random weights and random input: speed does not depend on them.
+ratio. Both sides use random weights and random input: speed does not depend on them, but
+the precision columns do: torchvision's own initialisation leaves GoogLeNet's features at
+zero (every image gets the classifier's bias in any precision) and BatchNorm at identity
+statistics, which hides folding mistakes; He-scaled weights, nonzero biases and BatchNorm
+statistics away from 0/1 give every net logits that depend on the image.
 
 With --per-op, both sides also report the sum over operators of each operator's fastest
 run (oneDNN's ONEDNN_VERBOSE timings, onnxruntime's profiler): on a machine shared with
@@ -19,8 +23,8 @@ activations, its default MinMax calibration) from the same calibration images. T
 are drawn by a seeded procedure (`make_images`: smooth colour gradients, overlapping
 ellipses and boxes, blurred texture; 256x256 PNG), 200 for calibration and 100 others on
 which each int8 path's top-1 agreement with its own fp32 path is measured. The weights are
-random (torchvision's initialisation), so agreement here says how faithful the arithmetic
-is, not how accurate a trained model stays.
+random, so their logits are closer together than a trained model's: agreement here says
+how faithful the arithmetic is, not how accurate a trained model stays.
 
 Needs torch, torchvision, onnxruntime, Pillow (export only needs torch; CI does not run this).
 
@@ -55,12 +59,32 @@ def export(arch, directory):
     kwargs = {"weights": None}
     if arch == "googlenet":
         kwargs.update(aux_logits=False, init_weights=True)
-    model = getattr(torchvision.models, TORCHVISION[arch])(**kwargs).eval()
+    torch.manual_seed(0)
+    model = pretrained_like(getattr(torchvision.models, TORCHVISION[arch])(**kwargs).eval())
     x = torch.randn(1, 3, 224, 224)
     torch.onnx.export(model, x, path, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
     return path
+
+
+def pretrained_like(model):
+    """He-scaled weights, small nonzero biases, BatchNorm affine terms and running statistics
+    away from 0/1 (drawn from torch's global generator: seed it first)."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.normal_(0, (2 / module.weight[0].numel()) ** 0.5)
+                if module.bias is not None:
+                    module.bias.normal_(0, 0.1)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+                module.running_mean.normal_(0, 0.3)
+                module.running_var.uniform_(0.5, 2)
+    return model
 
 
 def make_images(directory, count, seed, size=256):
@@ -259,7 +283,7 @@ def main():
     parser.add_argument("--int8", action="store_true",
                         help="also time zoo --precision int8 and onnxruntime's quantize_static model, "
                              "with each one's top-1 agreement against its own fp32 on generated images")
-    parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx"))
+    parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx-pretrained-like"))
     args = parser.parse_args()
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]

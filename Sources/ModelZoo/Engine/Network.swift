@@ -6,9 +6,11 @@ import Foundation
 /// Compilation folds every BatchNorm that follows a convolution into the convolution's
 /// weights and bias, fuses activations as post-ops, fuses a residual add into the
 /// convolution that feeds it (oneDNN's `sum` post-op writes into the shortcut's buffer),
-/// lets each convolution and inner product choose its own (blocked) layouts, reorders the
-/// weights into them once, and keeps activations in those layouts from layer to layer.
-/// Reorders happen at the input, wherever two layers disagree on a layout, and at the output.
+/// has each inception branch write its slice of the concat's output, reads feature maps
+/// into inner products as flat [N, C*H*W] views, reorders the weights into the primitives'
+/// layouts once, and keeps activations in one layout from layer to layer: channels-last at
+/// batch 1, 16-channel blocked from batch 2 in float32 (see `NetworkCompiler`). Reorders
+/// happen at the input, wherever two layers disagree on a layout, and at the output.
 ///
 /// OpenMP: see `EngineEnvironment`; without `OMP_WAIT_POLICY=active` at process start the
 /// second thread helps little.

@@ -100,7 +100,7 @@ struct MappedSpan {
 /// A tensor whose values are still in the input file, and the layout change they need on
 /// the way out: none (copied file to file by the kernel), or a transpose into canonical
 /// layout (`LayoutTransform.hwioToOIHW`, `.transpose`, `.transposeFromHWCFlatten`: Keras
-/// kernels), streamed in tiles from a read-only mapping of the input through a small buffer
+/// kernels), streamed in tiles from a read-only mapping of the input through band buffers
 /// into the output, never a whole tensor in memory.
 struct StoredTensor: Sendable, Equatable {
     let span: StoredSpan

@@ -183,7 +183,9 @@ public enum Converter {
             return StoredTensor(span: span, sourceShape: record.shape)
         case .hwioToOIHW, .transpose, .transposeFromHWCFlatten:
             // Streamed from a mapping read as 32-bit words: the offset must be aligned.
-            guard span.offset % 4 == 0, binding.transform.canonicalShape(of: record.shape) == binding.canonical.shape else {
+            guard span.offset % 4 == 0, binding.transform.canonicalShape(of: record.shape) == binding.canonical.shape,
+                  let plan = StreamedTranspose(binding.transform, sourceShape: record.shape),
+                  plan.rows * plan.cols * MemoryLayout<Float>.size == span.byteCount else {
                 return nil
             }
             return StoredTensor(span: span, transform: binding.transform, sourceShape: record.shape)

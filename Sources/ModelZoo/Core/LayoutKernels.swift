@@ -54,6 +54,79 @@ enum LayoutKernels {
         }
     }
 
+    /// Destination rows `columns` of the same transpose as `tiledCopy` with destination rows
+    /// in order, written from row 0 of `dst`: `dst[(c - columns.lowerBound) * rows + j] =
+    /// src[sourceRowStart[j] + c]`, where `rows` is `sourceRowStart.count`. A band of a
+    /// tensor streamed into a file (`StreamedTranspose`). Within each tile, 8 x 8 blocks go
+    /// through vector registers (three rounds of even/odd unzipping transpose a block):
+    /// about twice as fast as one value at a time (VGG16's fc1: 0.15 s against 0.3 s here).
+    /// 32-bit words, so the bytes move unchanged whatever they hold.
+    static func transposeBand(_ src: UnsafePointer<UInt32>, sourceRowStart sr: UnsafeBufferPointer<Int>,
+                              columns: Range<Int>, into dst: UnsafeMutablePointer<UInt32>) {
+        guard let starts = sr.baseAddress else { return }
+        let rows = sr.count
+        let first = columns.lowerBound
+        var j0 = 0
+        while j0 < rows {
+            let j1 = min(j0 + tile, rows)
+            var c0 = first
+            while c0 < columns.upperBound {
+                let c1 = min(c0 + tile, columns.upperBound)
+                var j = j0
+                while j + 8 <= j1 {
+                    var c = c0
+                    while c + 8 <= c1 {
+                        transpose8x8(src, starts + j, column: c, into: dst + (c - first) * rows + j, stride: rows)
+                        c += 8
+                    }
+                    while c < c1 {
+                        let destinationRow = dst + (c - first) * rows
+                        for k in j..<(j + 8) { destinationRow[k] = src[starts[k] + c] }
+                        c += 1
+                    }
+                    j += 8
+                }
+                if j < j1 {
+                    for c in c0..<c1 {
+                        let destinationRow = dst + (c - first) * rows
+                        for k in j..<j1 { destinationRow[k] = src[starts[k] + c] }
+                    }
+                }
+                c0 = c1
+            }
+            j0 = j1
+        }
+    }
+
+    /// `d[m * stride + k] = src[starts[k] + column + m]` for k, m in 0..<8. Viewing the block
+    /// as 64 values indexed (k, m), splitting it into its even and odd values rotates the
+    /// 6-bit index by one bit; three rotations exchange k and m.
+    @inline(__always)
+    private static func transpose8x8(_ src: UnsafePointer<UInt32>, _ starts: UnsafePointer<Int>, column: Int,
+                                     into d: UnsafeMutablePointer<UInt32>, stride: Int) {
+        @inline(__always) func row(_ k: Int) -> SIMD8<UInt32> {
+            UnsafeRawPointer(src + starts[k] + column).loadUnaligned(as: SIMD8<UInt32>.self)
+        }
+        @inline(__always) func unzip(_ a: SIMD8<UInt32>, _ b: SIMD8<UInt32>) -> (SIMD8<UInt32>, SIMD8<UInt32>) {
+            let both = SIMD16<UInt32>(lowHalf: a, highHalf: b)
+            return (both.evenHalf, both.oddHalf)
+        }
+        var (r0, r1, r2, r3, r4, r5, r6, r7) = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7))
+        for _ in 0..<3 {
+            let (n0, n4) = unzip(r0, r1), (n1, n5) = unzip(r2, r3), (n2, n6) = unzip(r4, r5), (n3, n7) = unzip(r6, r7)
+            (r0, r1, r2, r3, r4, r5, r6, r7) = (n0, n1, n2, n3, n4, n5, n6, n7)
+        }
+        let out = UnsafeMutableRawPointer(d)
+        out.storeBytes(of: r0, toByteOffset: 0, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r1, toByteOffset: 4 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r2, toByteOffset: 8 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r3, toByteOffset: 12 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r4, toByteOffset: 16 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r5, toByteOffset: 20 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r6, toByteOffset: 24 * stride, as: SIMD8<UInt32>.self)
+        out.storeBytes(of: r7, toByteOffset: 28 * stride, as: SIMD8<UInt32>.self)
+    }
+
     /// Canonical dense [out, in] to Keras [in, out]. With `flatten` (the C x H x W volume
     /// flattened into this layer's input) the Keras rows come in H,W,C order.
     static func denseToKeras(_ t: Tensor, flatten: Shape3?) -> [Float] {

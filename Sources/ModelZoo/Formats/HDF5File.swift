@@ -28,7 +28,7 @@ import HDF5Scan
 /// datasets may legally declare far more than the file size, so the cap is their only bound.
 /// Datasets stored in external files or virtual datasets are refused: they would read
 /// files other than the one the user named.
-public final class HDF5File: WeightFile, DescribesContents {
+public final class HDF5File: WeightFile, DescribesContents, ProvidesStoredSpans {
     /// The largest tensor `load` will materialize, in float32 bytes.
     public static let maximumLoadBytes = 8 << 30
 
@@ -292,6 +292,24 @@ public final class HDF5File: WeightFile, DescribesContents {
                 try HDF5Library.readFloats(Int64(fileID), tensor: name, dataset: datasetPath, count: count)
             })
         }
+    }
+
+    /// Where a contiguous little-endian float32 dataset's bytes lie in this file (the
+    /// offset the worker's scan reported, `H5Dget_offset`), for `zoo convert` to copy or
+    /// transpose them without libhdf5 and without loading them whole. nil for any other
+    /// storage, and for a span that is not exactly the tensor's float32 bytes inside the
+    /// file as it was opened: the worker's report is checked, not trusted.
+    func storedSpan(of name: String) -> StoredSpan? {
+        #if _endian(little)
+        guard let record = recordsByName[name], record.dtype == .float32, case .direct(let offset)? = storage[name],
+              let count = checkedElementCount(record.shape), count <= Int.max / 4, count * 4 == record.byteCount,
+              offset >= 0, record.byteCount > 0 else { return nil }
+        let (end, overflow) = offset.addingReportingOverflow(record.byteCount)
+        guard !overflow, end <= fileSize else { return nil }
+        return StoredSpan(path: path, offset: offset, byteCount: record.byteCount)
+        #else
+        return nil
+        #endif
     }
 
     private func takePrefetched(_ name: String, archiveSpace: UInt64) throws -> [Float]? {

@@ -112,31 +112,40 @@ public enum Converter {
     }
 
     /// The conversion at disk speed: tensors the input holds as contiguous float32
-    /// little-endian bytes in canonical layout (safetensors, ONNX raw_data: the same bytes
-    /// both formats store) are checked for NaN and Inf through a read-only mapping and then
-    /// copied into the output by the kernel (`copy_file_range`), never into this process's
-    /// memory; the others (transposed, constants, other types) are loaded as usual. nil when
-    /// nothing can be copied or a value is not finite: the ordinary path then converts, or
-    /// reports the problem as it always does.
+    /// little-endian bytes (safetensors, ONNX raw_data, contiguous uncompressed HDF5
+    /// datasets) never pass through this process's memory whole. Those already in canonical
+    /// layout are checked for NaN and Inf through a read-only mapping and copied into the
+    /// output by the kernel (`copy_file_range`); Keras kernels (HWIO, dense [in, out]) are
+    /// transposed in tiles from a read-only mapping of the input through a buffer of a few
+    /// MB straight into the output, checked for NaN and Inf on the way (`StoredTensor`).
+    /// The others (constants, other types, chunked or compressed datasets) are loaded as
+    /// usual. nil when nothing is in place or a value is not finite: the ordinary path then
+    /// converts, or reports the problem as it always does.
     static func convertCopyingStored(_ prepared: ModelLoader.Prepared, input: String, output: String,
                                      format: WeightFormat, start: UInt64) throws -> Report? {
         guard let spans = prepared.file as? ProvidesStoredSpans else { return nil }
-        var stored: [String: StoredSpan] = [:]
-        var weights: [String: Tensor] = [:]
+        // What the input holds in place is known before any value is read: with nothing,
+        // the ordinary path reads the file once, not twice.
+        var stored: [String: StoredTensor] = [:]
+        var elsewhere: [TensorBinding] = []
         for binding in prepared.mapping.bindings {
-            let canonical = binding.canonical
-            if let record = binding.source, binding.transform == .none, let span = spans.storedSpan(of: record.name),
-               span.byteCount == canonical.count * MemoryLayout<Float>.size {
-                stored[canonical.name] = span
+            if let tensor = storedTensor(binding, in: spans) {
+                stored[binding.canonical.name] = tensor
             } else {
-                weights[canonical.name] = try prepared.mapping.loadWeight(binding, from: prepared.file)
+                elsewhere.append(binding)
             }
         }
-        guard !stored.isEmpty, Verifier.nonFiniteProblems(prepared.mapping, loaded: weights).isEmpty else { return nil }
+        guard !stored.isEmpty else { return nil }
+        var weights: [String: Tensor] = [:]
+        for binding in elsewhere {
+            weights[binding.canonical.name] = try prepared.mapping.loadWeight(binding, from: prepared.file)
+        }
+        guard Verifier.nonFiniteProblems(prepared.mapping, loaded: weights).isEmpty else { return nil }
         try ModelWriter.checkExpressible(prepared.network, as: format)
         // The copied tensors are checked for NaN and Inf on the other core while this one
-        // copies: the output keeps its temporary name until the check has passed.
-        let copiedSpans = stored.keys.sorted().compactMap { stored[$0] }
+        // writes: the output keeps its temporary name until the check has passed. The
+        // transposed ones are checked band by band as they are written.
+        let copiedSpans = stored.keys.sorted().compactMap { stored[$0] }.filter { $0.transform == .none }.map(\.span)
         let scan = ScanResult()
         let group = DispatchGroup()
         DispatchQueue.global().async(group: group) { scan.result = Result { try StoredSpan.nonFiniteCounts(copiedSpans) } }
@@ -154,11 +163,35 @@ public enum Converter {
                 })
         } catch is NonFiniteStored {
             return nil
+        } catch is StoredTensor.NonFinite {
+            return nil
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return Report(input: input, inputFormat: prepared.file.format,
                       architecture: prepared.report.architecture ?? prepared.architecture.id, summary: summary,
                       notes: prepared.report.notes, check: nil, seconds: seconds)
+    }
+
+    /// The tensor a binding takes from the input, when the input holds its float32 bytes in
+    /// place and they need no change or a transpose `StoredTensor` streams; nil otherwise.
+    static func storedTensor(_ binding: TensorBinding, in spans: ProvidesStoredSpans) -> StoredTensor? {
+        guard let record = binding.source, let span = spans.storedSpan(of: record.name),
+              span.byteCount == binding.canonical.count * MemoryLayout<Float>.size,
+              checkedElementCount(record.shape) == binding.canonical.count else { return nil }
+        switch binding.transform {
+        case .none:
+            return StoredTensor(span: span, sourceShape: record.shape)
+        case .hwioToOIHW, .transpose, .transposeFromHWCFlatten:
+            // Streamed from a mapping read as 32-bit words: the offset must be aligned.
+            guard span.offset % 4 == 0, binding.transform.canonicalShape(of: record.shape) == binding.canonical.shape,
+                  let plan = StreamedTranspose(binding.transform, sourceShape: record.shape),
+                  plan.rows * plan.cols * MemoryLayout<Float>.size == span.byteCount else {
+                return nil
+            }
+            return StoredTensor(span: span, transform: binding.transform, sourceShape: record.shape)
+        case .constant, .dividedByFactor:
+            return nil
+        }
     }
 
     /// The copied tensors hold NaN or Inf: the ordinary path reports them.

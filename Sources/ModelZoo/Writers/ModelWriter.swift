@@ -38,8 +38,8 @@ public enum ModelWriter {
     /// Writes `weights` (canonical names and layouts) as `format`. `producer` says what made
     /// them ("zoo finetune", "zoo convert from x.onnx"); `source` is the file converted from;
     /// `preset` is the one the weights were loaded with (nil: the architecture's standard one).
-    /// `stored` (safetensors and ONNX only): tensors whose bytes the input file already holds
-    /// exactly as they are to be written, copied file to file instead of from `weights`.
+    /// `stored` (safetensors and ONNX only): tensors the input file still holds, copied file
+    /// to file (or transposed on the way, `StoredTensor`) instead of taken from `weights`.
     public static func write(_ net: ResolvedNetwork, weights: [String: Tensor], classNames: [String]?,
                              to path: String, format: WeightFormat, producer: String,
                              source: String? = nil, preset: WeightsPreset? = nil) throws -> Summary {
@@ -49,7 +49,7 @@ public enum ModelWriter {
 
     /// `beforeCommit` (with `stored`) runs when everything is written, before the file takes
     /// the target's name: throwing leaves the target as it was.
-    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
+    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredTensor],
                       classNames: [String]?, to path: String, format: WeightFormat, producer: String,
                       source: String? = nil, preset: WeightsPreset? = nil,
                       beforeCommit: (() throws -> Void)? = nil) throws -> Summary {
@@ -116,12 +116,12 @@ public enum ModelWriter {
     }
 
     /// `stateDict` with tensors that may still be in the input file.
-    static func statePayloads(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan], path: String) throws
+    static func statePayloads(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredTensor], path: String) throws
         -> (tensors: [(name: String, shape: [Int], payload: TensorPayload)], counters: [(name: String, value: Int64)]) {
         var tensors: [(name: String, shape: [Int], payload: TensorPayload)] = []
         for p in net.parameters + net.buffers {
-            if let span = stored[p.name], span.byteCount == p.count * MemoryLayout<Float>.size {
-                tensors.append((p.name, p.shape, .stored(span)))
+            if let tensor = stored[p.name], tensor.span.byteCount == p.count * MemoryLayout<Float>.size {
+                tensors.append((p.name, p.shape, .stored(tensor)))
                 continue
             }
             guard let t = weights[p.name] else {

@@ -36,15 +36,15 @@ public enum ONNXWriter {
         try write(net, weights: weights, stored: [:], metadata: metadata, to: path)
     }
 
-    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredSpan],
+    static func write(_ net: ResolvedNetwork, weights: [String: Tensor], stored: [String: StoredTensor],
                       metadata: [String: String], to path: String, beforeCommit: (() throws -> Void)? = nil) throws {
         var builder = GraphBuilder(net: net, path: path)
         let graph = try builder.build()
         var initializers: [(header: [UInt8], tensor: TensorPayload)] = []
         for spec in net.parameters + net.buffers {
             let tensor: TensorPayload
-            if let span = stored[spec.name], span.byteCount == spec.count * MemoryLayout<Float>.size {
-                tensor = .stored(span)
+            if let stored = stored[spec.name], stored.span.byteCount == spec.count * MemoryLayout<Float>.size {
+                tensor = .stored(stored)
             } else {
                 guard let values = weights[spec.name] else {
                     throw ZooError.badTensor(path: path, tensor: spec.name, reason: "no value to write")

@@ -2,12 +2,13 @@
 """Side-by-side CPU inference timings: ModelZoo's oneDNN engine vs onnxruntime.
 
 For each architecture, exports the torchvision model with pretrained-like random weights
-(`pretrained_like`) to ONNX in a temporary directory, times onnxruntime on it with `--threads` intra-op threads and
-`zoo bench --weights THAT_FILE --threads N` on the same file (which re-runs itself with
-OMP_WAIT_POLICY=active), and prints one table of median milliseconds per batch and the
-ratio. Both sides use random weights and random input: speed does not depend on them, but
-the precision columns do: torchvision's own initialisation leaves GoogLeNet's features at
-zero (every image gets the classifier's bias in any precision) and BatchNorm at identity
+(`pretrained_like`) to ONNX in a temporary directory, times onnxruntime on it with
+`--threads` intra-op threads and `zoo bench --weights THAT_FILE --threads N` on the same
+file (which re-runs itself with OMP_WAIT_POLICY=active), and prints one table of median
+milliseconds per batch and the ratio (fp32: the two engines take turns, `--rounds` times).
+Both sides use random weights and random input: speed does not depend on them, but the
+precision columns do: torchvision's own initialisation leaves GoogLeNet's features at zero
+(every image gets the classifier's bias in any precision) and BatchNorm at identity
 statistics, which hides folding mistakes; He-scaled weights, nonzero biases and BatchNorm
 statistics away from 0/1 give every net logits that depend on the image.
 
@@ -270,12 +271,19 @@ def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", 
     return (timing, zoo_per_op(lines[:start])) if verbose else timing
 
 
+def combine_rounds(rounds):
+    """(median of the rounds' medians, smallest minimum) over several (median, min) timings."""
+    return statistics.median(r[0] for r in rounds), min(r[1] for r in rounds)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,vgg16,alexnet,googlenet,resnet50")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="fp32 timings alternate between the engines this many times per model and batch")
     parser.add_argument("--per-op", action="store_true",
                         help="also print the load-robust sum of per-operator minimums")
     parser.add_argument("--bf16", action="store_true",
@@ -289,18 +297,22 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.onnx_dir, exist_ok=True)
 
-    ort_results = {}
+    # The two engines take turns, `--rounds` times per model and batch, the order swapped
+    # each round: this machine's speed drifts by several percent over minutes, and timing
+    # one engine for every model before the other would put that drift into the ratio.
+    ort_results, zoo_results = {}, {}
     for arch in models:
         path = export(arch, args.onnx_dir)
         for batch in batches:
             iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
-            ort_results[(arch, batch)] = time_onnxruntime(path, batch, args.threads, iterations, warmup=3)
-    zoo_results = {}
-    for arch in models:
-        for batch in batches:
-            iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
-            zoo_results[(arch, batch)] = time_zoo(os.path.join(args.onnx_dir, arch + ".onnx"), batch,
-                                                  args.threads, iterations)
+            ort_rounds, zoo_rounds = [], []
+            for round_index in range(args.rounds):
+                pair = [lambda: ort_rounds.append(time_onnxruntime(path, batch, args.threads, iterations, warmup=3)),
+                        lambda: zoo_rounds.append(time_zoo(path, batch, args.threads, iterations))]
+                for run in (pair if round_index % 2 == 0 else reversed(pair)):
+                    run()
+            ort_results[(arch, batch)] = combine_rounds(ort_rounds)
+            zoo_results[(arch, batch)] = combine_rounds(zoo_rounds)
 
     bf16 = {}
     if args.bf16:
@@ -352,7 +364,8 @@ def main():
                    f" {'ort i8 top-1':>13}")
     if args.per_op:
         header += f" {'zoo per-op':>11} {'ort per-op':>11} {'ratio':>6}"
-    print(f"threads {args.threads}; median (min) ms per batch; load {os.getloadavg()[0]:.2f}")
+    print(f"threads {args.threads}; median (min) ms per batch; fp32: median of {args.rounds} alternating rounds; "
+          f"load {os.getloadavg()[0]:.2f}")
     if args.int8:
         print("int8: zoo calibrated on 200 generated images (percentile 99.99), onnxruntime quantize_static "
               "(QDQ, per-channel, MinMax) on the same; top-1: agreement with own fp32 on 100 other images; "

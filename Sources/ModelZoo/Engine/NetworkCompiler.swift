@@ -948,6 +948,13 @@ final class NetworkCompiler {
         var srcMD = try flattened.map { _ in try DNNL.desc(flatDims, dnnl_ab, type: srcType, layer: name) }
             ?? DNNL.desc(flatDims, dnnl_format_tag_any, type: srcType, layer: name)
         var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, type: quantized == nil ? srcType : dnnl_s8, layer: name)
+        if n == 1 && srcType == dnnl_f32 && quantized == nil {
+            // One image is a matrix-vector product, bound by streaming the weights: rows
+            // stored one output after another let oneDNN's GEMM kernel read them in order,
+            // 1.3-1.5x faster than the blocked layout its brgemm kernel wants (AlexNet's fc6:
+            // 4.7 against 6-7 ms; onnxruntime 4.5). From two images on, brgemm is faster.
+            weightMD = try DNNL.desc(weightDims, dnnl_ab, type: srcType, layer: name)
+        }
         var biasMD = try anyDesc([outFeatures], layer: name)
         var dstMD = try anyDesc([n, outFeatures], computeType: compute, layer: name)
         var weights = try Network.parameter(self.weights, resolved, .weight).data

@@ -59,14 +59,15 @@ final class NetworkCompiler {
     private var foldedBatchNorm: [String: ResolvedLayer] = [:]
 
     let precision: Precision
-    /// Whether float32 convolutions keep activations in oneDNN's 16-channel blocked layout
-    /// (nChw16c) instead of letting the library choose (channels-last for its brgemm
-    /// kernels). Measured per operator against onnxruntime on this machine's AVX-512 cores
+    /// Whether convolutions keep activations in oneDNN's 16-channel blocked layout (nChw16c)
+    /// instead of letting the library choose (channels-last for its brgemm kernels).
+    /// Measured per operator against onnxruntime on this machine's AVX-512 cores
     /// (Tools/bench_engine.py --per-op): at batch 1 the brgemm kernels, which split one
     /// image's rows between threads, are 4-14% faster on ResNet and GoogLeNet; from batch 2
-    /// the blocked direct kernels, which split images between threads, are 1-5% faster
-    /// (ResNet50's expanding 1x1 convolutions with a residual sum: 20-30%).
-    private var blockedActivations: Bool { precision == .fp32 && batch >= 2 }
+    /// the blocked direct kernels, which split images between threads, are 1-5% faster in
+    /// float32 (ResNet50's expanding 1x1 convolutions with a residual sum: 20-30%) and 2-9%
+    /// in bfloat16 (batch 8). int8 keeps the library's choice.
+    private var blockedActivations: Bool { precision != .int8 && batch >= 2 }
     /// What convolutions, pools, normalisations and hidden FC layers compute in: bfloat16
     /// activations and weights with float32 accumulation under `.bf16` (AVX512-BF16), float32
     /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.

@@ -89,3 +89,21 @@ enum ONNXLightModels {
         return FileManager.default.fileExists(atPath: dir) ? dir : nil
     }()
 }
+
+/// A test case with a fresh scratch folder per test, removed afterwards: `path("out.onnx")`.
+class ScratchDirectoryTestCase: XCTestCase {
+    /// The folder name's prefix (a UUID follows), to tell leftovers apart.
+    var scratchPrefix: String { "zoo-tests" }
+    private(set) var work: URL!
+
+    override func setUpWithError() throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("\(scratchPrefix)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if let work { try? FileManager.default.removeItem(at: work) }
+    }
+
+    func path(_ name: String) -> String { work.appendingPathComponent(name).path }
+}

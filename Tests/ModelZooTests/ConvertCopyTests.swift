@@ -5,19 +5,8 @@ import XCTest
 /// `zoo convert` between safetensors and ONNX copies the tensors whose bytes are already
 /// right file to file (copy_file_range): the output must be byte for byte what the
 /// ordinary path, through memory, writes.
-final class ConvertCopyTests: XCTestCase {
-    private var work: URL!
-
-    override func setUpWithError() throws {
-        work = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-convert-copy-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let work { try? FileManager.default.removeItem(at: work) }
-    }
-
-    private func path(_ name: String) -> String { work.appendingPathComponent(name).path }
+final class ConvertCopyTests: ScratchDirectoryTestCase {
+    override var scratchPrefix: String { "zoo-convert-copy" }
 
     /// Converts both ways and returns the two outputs' bytes.
     private func bothWays(_ input: String, to ext: String) throws -> (copied: Data, ordinary: Data) {

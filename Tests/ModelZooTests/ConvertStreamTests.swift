@@ -7,19 +7,8 @@ import XCTest
 /// the output (`StoredTensor`). The output must be byte for byte what the ordinary path,
 /// through memory, writes, and what the loader reads from the input; a span the file does
 /// not hold must never be read.
-final class ConvertStreamTests: XCTestCase {
-    private var work: URL!
-
-    override func setUpWithError() throws {
-        work = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-convert-stream-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let work { try? FileManager.default.removeItem(at: work) }
-    }
-
-    private func path(_ name: String) -> String { work.appendingPathComponent(name).path }
+final class ConvertStreamTests: ScratchDirectoryTestCase {
+    override var scratchPrefix: String { "zoo-convert-stream" }
 
     private func leftovers() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: work.path).filter { $0.hasPrefix(".") }

@@ -5,19 +5,8 @@ import XCTest
 /// `zoo convert` and `zoo init`: every format into every other on the committed LeNet
 /// fixtures, checked against onnxruntime's logits; onnxruntime running zoo's ONNX output
 /// of full-size random networks; the refusals; the Keras naming and layouts.
-final class ConvertTests: XCTestCase {
-    private var work: URL!
-
-    override func setUpWithError() throws {
-        work = FileManager.default.temporaryDirectory.appendingPathComponent("zoo-convert-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let work { try? FileManager.default.removeItem(at: work) }
-    }
-
-    private func path(_ name: String) -> String { work.appendingPathComponent(name).path }
+final class ConvertTests: ScratchDirectoryTestCase {
+    override var scratchPrefix: String { "zoo-convert-tests" }
 
     private func lenet(_ name: String) -> String { CLI.fixture("lenet/" + name) }
 

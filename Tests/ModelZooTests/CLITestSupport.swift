@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+@testable import ModelZoo
 
 /// Runs the built `zoo` binary, the way users do, and captures what it prints.
 struct CLIResult {
@@ -106,4 +107,16 @@ class ScratchDirectoryTestCase: XCTestCase {
     }
 
     func path(_ name: String) -> String { work.appendingPathComponent(name).path }
+
+    /// Converts `input` twice, with tensors copied or streamed file to file where they can be
+    /// and with everything through memory, and returns the two outputs' paths.
+    func convertBothWays(_ input: String, to ext: String) throws -> (direct: String, ordinary: String) {
+        let direct = path("direct-\(UUID().uuidString).\(ext)")
+        let ordinary = path("ordinary-\(UUID().uuidString).\(ext)")
+        var options = Converter.Options()
+        _ = try Converter.convert(input: input, output: direct, options: options)
+        options.copyStoredTensors = false
+        _ = try Converter.convert(input: input, output: ordinary, options: options)
+        return (direct, ordinary)
+    }
 }

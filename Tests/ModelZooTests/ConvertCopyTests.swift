@@ -10,12 +10,7 @@ final class ConvertCopyTests: ScratchDirectoryTestCase {
 
     /// Converts both ways and returns the two outputs' bytes.
     private func bothWays(_ input: String, to ext: String) throws -> (copied: Data, ordinary: Data) {
-        let copied = path("copied-\(UUID().uuidString).\(ext)")
-        let ordinary = path("ordinary-\(UUID().uuidString).\(ext)")
-        var options = Converter.Options()
-        _ = try Converter.convert(input: input, output: copied, options: options)
-        options.copyStoredTensors = false
-        _ = try Converter.convert(input: input, output: ordinary, options: options)
+        let (copied, ordinary) = try convertBothWays(input, to: ext)
         return (try Data(contentsOf: URL(fileURLWithPath: copied)), try Data(contentsOf: URL(fileURLWithPath: ordinary)))
     }
 

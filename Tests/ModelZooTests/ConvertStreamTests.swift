@@ -27,12 +27,7 @@ final class ConvertStreamTests: ScratchDirectoryTestCase {
     /// the same and that every tensor of the output is, bit for bit, what the loader gives
     /// for the input.
     private func checkBothWays(_ input: String, to ext: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let fast = path("fast-\(UUID().uuidString).\(ext)")
-        let ordinary = path("ordinary-\(UUID().uuidString).\(ext)")
-        var options = Converter.Options()
-        _ = try Converter.convert(input: input, output: fast, options: options)
-        options.copyStoredTensors = false
-        _ = try Converter.convert(input: input, output: ordinary, options: options)
+        let (fast, ordinary) = try convertBothWays(input, to: ext)
         let fastBytes = try Data(contentsOf: URL(fileURLWithPath: fast))
         let ordinaryBytes = try Data(contentsOf: URL(fileURLWithPath: ordinary))
         XCTAssertGreaterThan(fastBytes.count, 1000, input, file: file, line: line)

@@ -120,7 +120,7 @@ final class NetworkCompiler {
             runsAt[resolved.layer.name] = reading[0]
             if let bn { runsAt[bn.layer.name] = reading[0] }
         }
-        planInPlaceConcats()
+        planInPlaceConcats(byName)
         // A branch read only by a concat is quantized with the concat's threshold (which
         // covers every branch), so the concat copies bytes instead of rescaling them.
         for (index, resolved) in layers.enumerated() {
@@ -133,9 +133,8 @@ final class NetworkCompiler {
     /// module's branches) has each branch write its slice of the output, so the concat
     /// itself copies nothing. In the blocked layout a slice must start on a 16-channel block.
     /// Under int8 the branches' types and scales are settled later; concat copies there.
-    private func planInPlaceConcats() {
+    private func planInPlaceConcats(_ byName: [String: ResolvedLayer]) {
         guard precision != .int8 else { return }
-        let byName = Dictionary(net.layers.map { ($0.layer.name, $0) }, uniquingKeysWith: { first, _ in first })
         let indexOf = Dictionary(net.layers.enumerated().map { ($0.element.layer.name, $0.offset) },
                                  uniquingKeysWith: { first, _ in first })
         let convOfFoldedBN = Dictionary(foldedBatchNorm.map { ($0.value.layer.name, $0.key) },
@@ -937,17 +936,14 @@ final class NetworkCompiler {
         // C,H,W order, the canonical order of the weight's columns. oneDNN runs a 4-d inner
         // product as a plain GEMM and a 2-d one with its brgemm kernels, about twice as fast
         // on AlexNet's fc6 (256x6x6 inputs).
+        let flatDims = input.count == 4 ? [n, input[1] * input[2] * input[3]] : input
+        var srcMD = try DNNL.desc(flatDims, input.count == 4 ? dnnl_ab : dnnl_format_tag_any, type: srcType, layer: name)
         var flattened: dnnl_memory_t?
-        var flatDims = input
         if input.count == 4 {
             let plain = try DNNL.desc(input, dnnl_nchw, type: srcType, layer: name)
-            flatDims = [n, input[1] * input[2] * input[3]]
-            let flatMD = try DNNL.desc(flatDims, dnnl_ab, type: srcType, layer: name)
-            flattened = try newView(of: try converted(source, to: plain, scale: srcScale, layer: name), flatMD, layer: name)
+            flattened = try newView(of: try converted(source, to: plain, scale: srcScale, layer: name), srcMD, layer: name)
         }
         let weightDims = [outFeatures, flatDims[1]]
-        var srcMD = try flattened.map { _ in try DNNL.desc(flatDims, dnnl_ab, type: srcType, layer: name) }
-            ?? DNNL.desc(flatDims, dnnl_format_tag_any, type: srcType, layer: name)
         var weightMD = try DNNL.desc(weightDims, dnnl_format_tag_any, type: quantized == nil ? srcType : dnnl_s8, layer: name)
         if n == 1 && srcType == dnnl_f32 && quantized == nil {
             // One image is a matrix-vector product, bound by streaming the weights: rows

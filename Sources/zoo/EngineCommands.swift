@@ -26,7 +26,8 @@ struct Run: ParsableCommand {
                                          reason: "expected [N, \(expected.map(String.init).joined(separator: ", "))], found \(x.shape)")
             }
             let network = try Network(model.network, weights: model.weights, batch: x.shape[0], threads: source.threads,
-                                      precision: source.precision, calibration: try source.calibration(for: model))
+                                      precision: source.precision, calibration: try source.calibration(for: model),
+                                      convolutions: source.convolutions)
             let logits = try network.forward(x)
             try NPY.write(logits, to: output)
             if model.report.noTop {
@@ -67,7 +68,8 @@ struct Predict: ParsableCommand {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let predictor = try Predictor(model: model, preprocessing: preprocess, threads: source.threads,
                                           precision: source.precision,
-                                          calibration: try source.calibration(for: model, preprocessing: preprocess))
+                                          calibration: try source.calibration(for: model, preprocessing: preprocess),
+                                          convolutions: source.convolutions)
             var results: [PredictionsOfImage] = []
             // Batch by batch, so a long list prints as it goes.
             for start in stride(from: 0, to: images.count, by: batch) {
@@ -160,7 +162,8 @@ struct Bench: ParsableCommand {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let calibration = try source.calibration(for: model)
             let network = try Network(model.network, weights: model.weights, batch: batch, threads: source.threads,
-                                      precision: source.precision, calibration: calibration)
+                                      precision: source.precision, calibration: calibration,
+                                      convolutions: source.convolutions)
             let result = try network.benchmark(iterations: iterations, warmup: 3)
             var check: PrecisionCheck?
             if source.precision != .fp32 {

@@ -125,6 +125,7 @@ struct Finetune: ParsableCommand {
                 throw ZooError.invalidArgument("--precision int8 is for run, predict, bench and evaluate; finetune extracts features in fp32 or bf16")
             }
             options.precision = source.precision
+            options.convolutions = source.convolutions
             options.stopAfterEpochs = stopAfter
             _ = try FineTuner.run(options, callbacks: FineTuner.Callbacks(
                 log: printFlushed, warn: printWarning, extractionProgress: extractionCounter()))
@@ -170,7 +171,8 @@ struct Evaluate: ParsableCommand {
             let model = try ModelLoader.load(path: source.weights, architecture: source.arch)
             let result = try Evaluator.evaluate(model: model, dataPath: data, batch: batch, threads: source.threads,
                                                 precision: source.precision,
-                                                calibration: try source.calibration(for: model), strict: strict,
+                                                calibration: try source.calibration(for: model),
+                                                convolutions: source.convolutions, strict: strict,
                                                 warn: printWarning, progress: extractionCounter())
             let written = try report.map { try EvaluationHTML.write(result, modelPath: source.weights, dataPath: data, to: $0) }
             if format == .json {

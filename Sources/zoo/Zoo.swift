@@ -87,6 +87,7 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 
 extension SummaryFormat: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
+extension ConvolutionAlgorithm: ExpressibleByArgument {}
 extension Architecture.Preprocessing: ExpressibleByArgument {}
 
 /// "224" or "240x320"; anything else is a usage error the parser reports.
@@ -142,6 +143,8 @@ struct ModelOptions: ParsableArguments {
     var precision: Precision = .fp32
     @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see) to measure activation ranges on; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
     var calibrate: String?
+    @Option(help: "How fp32 3x3 stride-1 convolutions are computed: winograd (2.25x fewer multiplications, logits within about 1e-6 of direct) or direct (closest to other engines' rounding).")
+    var convolutions: ConvolutionAlgorithm = .winograd
 
     func validate() throws {
         try validating {

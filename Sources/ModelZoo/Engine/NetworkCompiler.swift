@@ -78,12 +78,15 @@ final class NetworkCompiler {
     /// convolution or inner product quantizes again.
     private var thresholds: [String: Float] = [:]
     private let probing: Bool
+    private let convolutions: ConvolutionAlgorithm
     private var probed: Set<String> = []
     private var probes: [(name: String, memory: dnnl_memory_t, count: Int)] = []
 
     init(net: ResolvedNetwork, weights: [String: Tensor], batch: Int, precision: Precision = .fp32,
-         calibration: Int8Calibration? = nil, probing: Bool = false) throws {
+         calibration: Int8Calibration? = nil, convolutions: ConvolutionAlgorithm = .winograd,
+         probing: Bool = false) throws {
         self.net = net
+        self.convolutions = convolutions
         self.weights = weights
         self.batch = batch
         self.precision = precision
@@ -581,6 +584,27 @@ final class NetworkCompiler {
         return made
     }
 
+    /// Whether a convolution runs oneDNN's Winograd F(4x4, 3x3) kernel: float32 3x3
+    /// stride-1 convolutions without groups (the shapes it has), unless direct convolutions
+    /// were asked for. It multiplies 2.25x less than a direct convolution; per layer on this
+    /// machine's AVX-512 cores (`Tools/bench_engine.py --per-op`, oneDNN's timings) it ran
+    /// 0.32-0.65x the direct kernels' time on feature maps of 14x14 and more at batch 8
+    /// (0.37-0.83x at batch 1), 0.6-0.8x on 7x7 maps with 512 channels, and lost on three
+    /// kinds of layer it is kept off: an RGB input (3 channels padded to a block of 16: 2.1x
+    /// slower), and small layers on 7x7 maps (GoogLeNet's last branches: 1.0-1.2x). Logits
+    /// stay within about 1e-6 (relative) of the direct kernels'.
+    private func usesWinograd(_ spec: ConvSpec, inputChannels: Int, output: Shape3) -> Bool {
+        guard convolutions == .winograd, precision == .fp32, spec.groups == 1,
+              spec.kernel == Size2(3), spec.stride == Size2(1), inputChannels >= 16 else { return false }
+        return output.h * output.w >= 14 * 14 || inputChannels * spec.outChannels >= 256 * 256
+    }
+
+    /// `md` itself when its layout is settled, else the 16-channel blocked layout.
+    private func blocked(_ md: dnnl_memory_desc_t, layer: String) throws -> dnnl_memory_desc_t {
+        guard md.format_kind == dnnl_format_kind_any else { return md }
+        return try DNNL.desc(DNNL.dims(of: md), dnnl_nChw16c, type: md.data_type, layer: layer)
+    }
+
     private func fourDimensional(_ value: Value, layer: String) throws -> [Int] {
         let dims = DNNL.dims(of: value.md)
         guard dims.count == 4 else {
@@ -667,10 +691,21 @@ final class NetworkCompiler {
         let padAfter: [Int64] = [Int64(spec.padding.bottom), Int64(spec.padding.right)]
         let attributes = try postOps(activation: activation, accumulate: target != nil, sumScale: sumScale,
                                      outputScales: outputScales, layer: name)
+        let winograd = quantized == nil && usesWinograd(spec, inputChannels: c, output: output)
         func describeConvolution(writing dstMD: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {
-            var dstMD = dstMD
+            // oneDNN's Winograd kernel reads and writes the 16-channel blocked layout only;
+            // where it refuses (a destination it cannot write), the direct kernels run.
+            if winograd, let pd = try? describeConvolution(dnnl_convolution_winograd, source: blocked(srcMD, layer: name),
+                                                           destination: blocked(dstMD, layer: name)) {
+                return pd
+            }
+            return try describeConvolution(dnnl_convolution_direct, source: srcMD, destination: dstMD)
+        }
+        func describeConvolution(_ algorithm: dnnl_alg_kind_t, source: dnnl_memory_desc_t,
+                                 destination: dnnl_memory_desc_t) throws -> dnnl_primitive_desc_t {
+            var (srcMD, dstMD) = (source, destination)
             var descriptor = dnnl_convolution_desc_t()
-            try DNNL.check(dnnl_convolution_forward_desc_init(&descriptor, dnnl_forward_inference, dnnl_convolution_direct,
+            try DNNL.check(dnnl_convolution_forward_desc_init(&descriptor, dnnl_forward_inference, algorithm,
                                                               &srcMD, &weightMD, &biasMD, &dstMD,
                                                               strides, padBefore, padAfter),
                            layer: name, "convolution descriptor")

@@ -17,7 +17,8 @@ public final class Predictor {
     /// `batch` images per forward pass; `strict` refuses an unreadable image instead of
     /// skipping it (its row stays zeros and `logits` reports it).
     public init(model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
-                precision: Precision = .fp32, calibration: Int8Calibration? = nil, batch: Int = 32,
+                precision: Precision = .fp32, calibration: Int8Calibration? = nil,
+                convolutions: ConvolutionAlgorithm = .winograd, batch: Int = 32,
                 strict: Bool = true) throws {
         guard batch >= 1, batch <= 4096 else {
             throw ZooError.invalidParameter(name: "batch", message: "{batch} must be between 1 and 4096")
@@ -29,6 +30,7 @@ public final class Predictor {
         options.threads = threads
         options.precision = precision
         options.calibration = calibration
+        options.convolutions = convolutions
         options.strict = strict
         options.preset = model.preset
         options.preprocessing = preprocessing

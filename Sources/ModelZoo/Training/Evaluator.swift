@@ -89,7 +89,7 @@ public enum Evaluator {
     /// names make the i-th sorted folder class i.
     public static func evaluate(model: LoadedModel, dataPath: String, batch: Int = 32, threads: Int? = nil,
                                 precision: Precision = .fp32, calibration: Int8Calibration? = nil,
-                                strict: Bool = false, warn: (String) -> Void,
+                                convolutions: ConvolutionAlgorithm = .winograd, strict: Bool = false, warn: (String) -> Void,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationReport {
         let folder = try ImageFolder.forEvaluation(root: dataPath)
         let classes = model.network.classes
@@ -98,7 +98,7 @@ public enum Evaluator {
                                             classes: classes, root: folder.root)
         let samples = folder.validation
         let predictor = try Predictor(model: model, threads: threads, precision: precision, calibration: calibration,
-                                      batch: batch, strict: strict)
+                                      convolutions: convolutions, batch: batch, strict: strict)
         let logits = try predictor.logits(paths: samples.map(\.path), labels: samples.map(\.label), warn: warn, progress: progress)
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
         var perClassImages = [Int](repeating: 0, count: folder.classNames.count)

@@ -34,6 +34,8 @@ public final class FeatureExtractor {
         public var precision: Precision = .fp32
         /// The activation scales under `.int8`.
         public var calibration: Int8Calibration?
+        /// How the backbone's float32 3x3 convolutions are computed.
+        public var convolutions: ConvolutionAlgorithm = .winograd
         public init() {}
     }
 
@@ -113,7 +115,8 @@ public final class FeatureExtractor {
         var skipped: [Int: String] = [:]
         let network = plan.cutIndex == 0 ? nil
             : try Network(plan.backbone, weights: weights, batch: batch, threads: options.threads,
-                          precision: options.precision, calibration: options.calibration)
+                          precision: options.precision, calibration: options.calibration,
+                          convolutions: options.convolutions)
         var batchInput = [Float](repeating: 0, count: batch * input.count)
         // Augmented views of one image are consecutive rows: decode it once for all of them.
         var lastDecoded: (path: String, image: Swift.Result<RGBImage, Error>)? = nil
@@ -183,6 +186,7 @@ public final class FeatureExtractor {
         let views = views ?? []
         if views.contains(where: { $0 != nil }) { text += (options.augmentation?.key ?? "augment none") + "\n" }
         if options.precision != .fp32 { text += "precision \(options.precision.rawValue)\n" }
+        if options.convolutions != .winograd { text += "convolutions \(options.convolutions.rawValue)\n" }
         var stamps: [String: String] = [:]
         for (index, (path, label)) in zip(paths, labels).enumerated() {
             let stamp = stamps[path] ?? Self.fileStamp(path)

@@ -37,6 +37,8 @@ public enum FineTuner {
         public var threads: Int?
         /// The frozen backbone's arithmetic during feature extraction.
         public var precision: Precision = .fp32
+        /// How the frozen backbone's float32 3x3 convolutions are computed.
+        public var convolutions: ConvolutionAlgorithm = .winograd
         /// Images per oneDNN forward pass during feature extraction.
         public var extractionBatch = 32
         /// Stop after this many epochs in total without writing OUT (tests use it to
@@ -188,6 +190,7 @@ public enum FineTuner {
         extractorOptions.batch = options.extractionBatch
         extractorOptions.threads = options.threads
         extractorOptions.precision = options.precision
+        extractorOptions.convolutions = options.convolutions
         extractorOptions.strict = options.strict
         extractorOptions.preset = model.preset
         var augmentation = options.augmentation

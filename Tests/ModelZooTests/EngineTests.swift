@@ -32,11 +32,11 @@ final class EngineTests: XCTestCase {
     /// Runs `net` through oneDNN and the reference and compares.
     @discardableResult
     private func assertEngineMatchesReference(_ net: ResolvedNetwork, batch: Int = 2, seed: UInt64 = 7,
-                                              tolerance: Float = 1e-4,
+                                              tolerance: Float = 1e-4, convolutions: ConvolutionAlgorithm = .winograd,
                                               file: StaticString = #filePath, line: UInt = #line) throws -> Network {
         let weights = RandomWeights.make(net, seed: seed)
         let input = RandomWeights.input(net, batch: batch, seed: seed + 1)
-        let network = try Network(net, weights: weights, batch: batch, threads: 2)
+        let network = try Network(net, weights: weights, batch: batch, threads: 2, convolutions: convolutions)
         let actual = try network.forward(input)
         let expected = try ReferenceEngine.forward(net, weights: weights, input: input)
         XCTAssertEqual(actual.shape, expected.shape, file: file, line: line)
@@ -178,12 +178,15 @@ final class EngineTests: XCTestCase {
             b.concat("cat", [a, c, d])
             b.conv("after", 8, kernel: 1)
         }
-        // Batch 1: channels-last, every branch writes its slice. Batch 2: blocked layout,
-        // where the 24-channel branch would start the third slice mid-block: a concat copies.
-        let single = try assertEngineMatchesReference(net, batch: 1)
+        // Direct convolutions at batch 1: channels-last, every branch writes its slice. The
+        // blocked layout (from batch 2, or wherever Winograd may run): the 24-channel branch
+        // would start the third slice mid-block, so a concat copies.
+        let single = try assertEngineMatchesReference(net, batch: 1, convolutions: .direct)
         XCTAssertFalse(single.executionPlan.contains("cat: concat"), "\(single.executionPlan)")
-        let blocked = try assertEngineMatchesReference(net, batch: 2)
-        XCTAssertTrue(blocked.executionPlan.contains("cat: concat"), "\(blocked.executionPlan)")
+        for (batch, convolutions) in [(2, ConvolutionAlgorithm.direct), (1, .winograd), (2, .winograd)] {
+            let blocked = try assertEngineMatchesReference(net, batch: batch, convolutions: convolutions)
+            XCTAssertTrue(blocked.executionPlan.contains("cat: concat"), "\(blocked.executionPlan)")
+        }
     }
 
     /// Inception-style branches whose channel counts fill whole 16-channel blocks write their
@@ -211,6 +214,34 @@ final class EngineTests: XCTestCase {
             XCTAssertFalse(plan.contains("cat: concat"), "batch \(batch): \(plan)")
             // `e` is read by `g` too: cat2 copies.
             XCTAssertTrue(plan.contains("cat2: concat"), "batch \(batch): \(plan)")
+        }
+    }
+
+    /// float32 3x3 stride-1 convolutions run oneDNN's Winograd kernel, also when one
+    /// accumulates a residual sum or writes a concat's slice, but not on an RGB input or as a
+    /// small layer on a small map (where it measured slower); `.direct` turns it off.
+    func testWinogradWhereItPays() throws {
+        let net = try tinyNetwork(channels: 3, size: Size2(16)) { b in
+            let stem = b.conv("rgb", 16, kernel: 3, pad: 1, act: .relu)
+            b.conv("c1", 32, kernel: 3, pad: 1, bias: false, from: stem)
+            b.batchNorm("c1.bn", epsilon: 1e-5, act: .relu)
+            b.conv("c2", 16, kernel: 3, pad: 1, bias: false)
+            let r = b.batchNorm("c2.bn", epsilon: 1e-5)
+            let y = b.add("block", [r, stem], act: .relu)
+            let a = b.conv("a", 16, kernel: 1, act: .relu, from: y)
+            let c = b.conv("branch", 32, kernel: 3, pad: 1, act: .relu, from: y)
+            b.concat("cat", [a, c])
+            b.maxPool("pool", kernel: 2, stride: 2)
+            b.conv("small", 16, kernel: 3, pad: 1)
+        }
+        for batch in [1, 2] {
+            let network = try assertEngineMatchesReference(net, batch: batch)
+            let winograd = Set(network.kernels.filter { $0.implementation.contains("wino") }.map(\.layer))
+            XCTAssertEqual(winograd, ["c1", "c2", "branch"], "batch \(batch): \(network.kernels)")
+            XCTAssertFalse(network.executionPlan.contains("cat: concat"), "batch \(batch): \(network.executionPlan)")
+            XCTAssertFalse(network.executionPlan.contains("block: binary"), "batch \(batch): \(network.executionPlan)")
+            let direct = try assertEngineMatchesReference(net, batch: batch, convolutions: .direct)
+            XCTAssertFalse(direct.kernels.contains { $0.implementation.contains("wino") }, "\(direct.kernels)")
         }
     }
 

@@ -61,13 +61,22 @@ final class NetworkCompiler {
     let precision: Precision
     /// Whether convolutions keep activations in oneDNN's 16-channel blocked layout (nChw16c)
     /// instead of letting the library choose (channels-last for its brgemm kernels).
-    /// Measured per operator against onnxruntime on this machine's AVX-512 cores
-    /// (Tools/bench_engine.py --per-op): at batch 1 the brgemm kernels, which split one
-    /// image's rows between threads, are 4-14% faster on ResNet and GoogLeNet; from batch 2
-    /// the blocked direct kernels, which split images between threads, are 1-5% faster in
-    /// float32 (ResNet50's expanding 1x1 convolutions with a residual sum: 20-30%) and 2-9%
-    /// in bfloat16 (batch 8). int8 keeps the library's choice.
-    private var blockedActivations: Bool { precision != .int8 && batch >= 2 }
+    /// Measured per operator on this machine's AVX-512 cores (Tools/bench_engine.py --per-op):
+    /// with direct kernels, at batch 1 the brgemm kernels, which split one image's rows
+    /// between threads, are 4-14% faster on ResNet and GoogLeNet; from batch 2 the blocked
+    /// direct kernels, which split images between threads, are 1-5% faster in float32
+    /// (ResNet50's expanding 1x1 convolutions with a residual sum: 20-30%) and 2-9% in
+    /// bfloat16 (batch 8). Winograd reads and writes only the blocked layout: with it, blocked
+    /// throughout is as fast at batch 1 on every net (ResNet18: 22% faster, its residual
+    /// convolutions can then use it too) and saves the reorders around each Winograd layer.
+    /// int8 keeps the library's choice.
+    private var blockedActivations: Bool {
+        switch precision {
+        case .int8: false
+        case .bf16: batch >= 2
+        case .fp32: batch >= 2 || convolutions == .winograd
+        }
+    }
     /// What convolutions, pools, normalisations and hidden FC layers compute in: bfloat16
     /// activations and weights with float32 accumulation under `.bf16` (AVX512-BF16), float32
     /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.
@@ -589,9 +598,9 @@ final class NetworkCompiler {
     /// were asked for. It multiplies 2.25x less than a direct convolution; per layer on this
     /// machine's AVX-512 cores (`Tools/bench_engine.py --per-op`, oneDNN's timings) it ran
     /// 0.32-0.65x the direct kernels' time on feature maps of 14x14 and more at batch 8
-    /// (0.37-0.83x at batch 1), 0.6-0.8x on 7x7 maps with 512 channels, and lost on three
+    /// (0.37-0.83x at batch 1), 0.6-0.8x on 7x7 maps with 512 channels, and lost on the two
     /// kinds of layer it is kept off: an RGB input (3 channels padded to a block of 16: 2.1x
-    /// slower), and small layers on 7x7 maps (GoogLeNet's last branches: 1.0-1.2x). Logits
+    /// slower) and small layers on 7x7 maps (GoogLeNet's last branches: 1.0-1.2x). Logits
     /// stay within about 1e-6 (relative) of the direct kernels'.
     private func usesWinograd(_ spec: ConvSpec, inputChannels: Int, output: Shape3) -> Bool {
         guard convolutions == .winograd, precision == .fp32, spec.groups == 1,

@@ -250,6 +250,9 @@ def zoo_per_op(verbose_lines):
 ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "zoo")
 
 
+CONVOLUTIONS = "winograd"  # zoo's --convolutions (fp32 only: bf16 and int8 always run direct)
+
+
 def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", extra=()):
     """`zoo bench` on the same ONNX file: median and min ms per batch (and, with verbose,
     the per-operator sum from oneDNN's verbose log)."""
@@ -258,7 +261,7 @@ def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", 
         env["ONEDNN_VERBOSE"] = "1"
     command = [ZOO, "bench", "--weights", path, "--batch", str(batch), "--iterations", str(iterations),
                "--threads", str(threads), "--format", "json", "--precision", precision, "--compare-batches", "2",
-               *extra]
+               "--convolutions", CONVOLUTIONS, *extra]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"zoo bench failed on {path}: {out.stderr}")
@@ -291,8 +294,12 @@ def main():
     parser.add_argument("--int8", action="store_true",
                         help="also time zoo --precision int8 and onnxruntime's quantize_static model, "
                              "with each one's top-1 agreement against its own fp32 on generated images")
+    parser.add_argument("--convolutions", default="winograd", choices=["winograd", "direct"],
+                        help="zoo's algorithm for fp32 3x3 stride-1 convolutions")
     parser.add_argument("--onnx-dir", default=os.path.join(tempfile.gettempdir(), "zoo-bench-onnx-pretrained-like"))
     args = parser.parse_args()
+    global CONVOLUTIONS
+    CONVOLUTIONS = args.convolutions
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.onnx_dir, exist_ok=True)
@@ -364,7 +371,8 @@ def main():
                    f" {'ort i8 top-1':>13}")
     if args.per_op:
         header += f" {'zoo per-op':>11} {'ort per-op':>11} {'ratio':>6}"
-    print(f"threads {args.threads}; median (min) ms per batch; fp32: median of {args.rounds} alternating rounds; "
+    print(f"threads {args.threads}; median (min) ms per batch; fp32 ({args.convolutions} 3x3 convolutions in zoo): "
+          f"median of {args.rounds} alternating rounds; "
           f"load {os.getloadavg()[0]:.2f}")
     if args.int8:
         print("int8: zoo calibrated on 200 generated images (percentile 99.99), onnxruntime quantize_static "

@@ -68,8 +68,9 @@ final class TrainingBackwardTests: XCTestCase {
     }
 
     /// The whole gradnet as a tail (cut before its first layer), with `weights` trained.
-    func gradProgram(_ weights: [String: Tensor], batch: Int, arch: Architecture = gradNet,
-                     live: Bool = false) throws -> (TrainingProgram, [TrainableParameter]) {
+    func gradProgram(_ weights: [String: Tensor], batch: Int, arch: Architecture = gradNet, live: Bool = false,
+                     memoryBudget: UInt64 = ProcessInfo.processInfo.physicalMemory / 4 * 3)
+        throws -> (TrainingProgram, [TrainableParameter]) {
         let net = try arch.resolve()
         var parameters: [TrainableParameter] = []
         var frozen: [String: Tensor] = [:]
@@ -82,8 +83,21 @@ final class TrainingBackwardTests: XCTestCase {
         }
         let program = try TrainingProgram(layers: net.layers, inputName: Layer.networkInput, inputShape: net.input,
                                           parameters: Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) }),
-                                          frozen: frozen, batch: batch, live: live)
+                                          frozen: frozen, batch: batch, live: live, memoryBudget: memoryBudget)
         return (program, parameters)
+    }
+
+    /// Every activation and gradient of a trained tail stays allocated: a program whose
+    /// buffers would pass its memory budget is refused while compiling, naming the batch
+    /// size, instead of allocating until the system kills the process.
+    func testProgramOverItsMemoryBudgetIsRefused() throws {
+        let weights = RandomWeights.make(try Self.gradNet.resolve(), seed: 5)
+        XCTAssertNoThrow(try gradProgram(weights, batch: 64))
+        XCTAssertThrowsError(try gradProgram(weights, batch: 64, memoryBudget: 64 * 1024)) { error in
+            guard case let ZooError.invalidParameter(name, message) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(name, "batch")
+            XCTAssertTrue(message.contains("for 64 rows") && message.contains("smaller {batch}"), message)
+        }
     }
 
     /// loss = sum(dy * logits); returns it after a forward pass on `x`.
@@ -273,6 +287,30 @@ final class TrainingBackwardTests: XCTestCase {
         }
         hyper.batchNormStatistics = .frozen
         XCTAssertNoThrow(try TailTrainer(plan: plan, pretrained: weights, hyper: hyper))
+    }
+
+    /// Every batch size a run needs (training, and validation's forward-only programs) is
+    /// compiled before the first epoch under one memory budget: a budget that holds the
+    /// training program but not also validation's stops the run before any epoch.
+    func testTrainerChecksItsMemoryBeforeTheFirstEpoch() throws {
+        let (reference, plan, set) = try Self.liveResNetTail()
+        var hyper = TailTrainer.Hyperparameters()
+        hyper.epochs = 1; hyper.batch = 4; hyper.batchNormStatistics = .live
+        let probe = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper)
+        let training = try probe.program(batch: 4).allocatedBytes
+        let evaluation = try probe.program(batch: 4, training: false).allocatedBytes
+        XCTAssertLessThan(evaluation, training * 3 / 4, "forward-only programs keep no gradients")
+        let tight = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper, memoryBudget: training + evaluation / 2)
+        var epochs = 0
+        XCTAssertThrowsError(try tight.train(train: set, validation: set, resumeFrom: nil, report: { _ in epochs += 1 })) { error in
+            guard case let .invalidParameter(name, _) = error as? ZooError else { return XCTFail("\(error)") }
+            XCTAssertEqual(name, "batch")
+        }
+        XCTAssertEqual(epochs, 0)
+        let enough = try TailTrainer(plan: plan, pretrained: reference, hyper: hyper,
+                                     memoryBudget: (training + evaluation) * 2)
+        _ = try enough.train(train: set, validation: set, resumeFrom: nil, report: { _ in epochs += 1 })
+        XCTAssertEqual(epochs, 1)
     }
 
     /// With live statistics validation uses the running statistics, not the batch's: the

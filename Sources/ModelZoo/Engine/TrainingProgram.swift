@@ -111,6 +111,12 @@ final class TrainingProgram {
     private var scratch: Buffer
     /// Values whose gradient already has a contribution, while the backward steps are built.
     private var contributed: Set<String> = []
+    /// Bytes of the program's buffers and oneDNN-owned memories, and the most they may take
+    /// (see `account`).
+    private(set) var allocatedBytes: UInt64 = 0
+    private let memoryBudget: UInt64
+    /// The most a trainer's programs take together unless told otherwise: 3/4 of the machine.
+    static var defaultMemoryBudget: UInt64 { ProcessInfo.processInfo.physicalMemory / 4 * 3 }
 
     /// The network input of the tail (`batch` rows of `inputShape`).
     var input: UnsafeMutablePointer<Float> { plainInput.pointer }
@@ -134,20 +140,25 @@ final class TrainingProgram {
     /// `frozen`: BatchNorm running statistics by canonical name, copied into storage of
     /// the program's own (tests and one-off programs).
     convenience init(layers: [ResolvedLayer], inputName: String, inputShape: Shape3, parameters: [String: TrainableParameter],
-                     frozen: [String: Tensor], batch: Int, live: Bool = false) throws {
+                     frozen: [String: Tensor], batch: Int, live: Bool = false,
+                     memoryBudget: UInt64 = TrainingProgram.defaultMemoryBudget) throws {
         let statistics = frozen.mapValues { RunningStatistic(name: "", shape: $0.shape, value: $0.data) }
         try self.init(layers: layers, inputName: inputName, inputShape: inputShape, parameters: parameters,
-                      statistics: statistics, batch: batch, live: live)
+                      statistics: statistics, batch: batch, live: live, memoryBudget: memoryBudget)
     }
 
     /// `layers`: the tail in execution order, reading `inputName` (shape `inputShape`) and
     /// values they produce; `parameters`: the trained tensors by canonical name;
     /// `statistics`: BatchNorm running statistics by canonical name, read (frozen) or read
-    /// and updated on every forward pass (`live`, which normalises with batch statistics).
+    /// and updated on every forward pass (`live`, which normalises with batch statistics);
+    /// `backward: false` compiles the forward pass alone (evaluation: about half the memory);
+    /// `memoryBudget`: bytes this program may allocate (see `account`).
     init(layers: [ResolvedLayer], inputName: String, inputShape: Shape3, parameters: [String: TrainableParameter],
-         statistics: [String: RunningStatistic], batch: Int, live: Bool = false) throws {
+         statistics: [String: RunningStatistic], batch: Int, live: Bool = false, backward: Bool = true,
+         memoryBudget: UInt64 = TrainingProgram.defaultMemoryBudget) throws {
         guard let last = layers.last else { throw ZooError.engineFailure(layer: "tail", reason: "no layers to train") }
         self.batch = batch
+        self.memoryBudget = memoryBudget
         self.live = live
         self.statistics = statistics
         self.inputShape = inputShape
@@ -175,10 +186,11 @@ final class TrainingProgram {
         blocked = !fourD.isEmpty && fourD.allSatisfy { $0.c % 16 == 0 }
         self.fourD = fourDNames
         plainInput = Buffer(count: batch * inputShape.count)
+        try account(UInt64(scratch.count + plainInput.count) * 4)
         shapes[inputName] = inputShape
         if blocked && fourDNames.contains(inputName) {
             // The cache holds plain NCHW features: reorder them in once per step.
-            let placed = newBuffer(batch * inputShape.count)
+            let placed = try newBuffer(batch * inputShape.count)
             let plainMD = try nchw(inputShape, layer: inputName)
             let blockedMD = try act4(inputShape, layer: inputName)
             forwardSteps.append(try reorder(try memory(plainMD, plainInput.pointer, layer: inputName), plainMD,
@@ -189,13 +201,15 @@ final class TrainingProgram {
             data[inputName] = plainInput
         }
         // A value needs a gradient when a trained parameter lies on a path to it.
-        for resolved in layers where !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
+        for resolved in layers where backward && !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
             needsDiff.insert(resolved.layer.name)
         }
         for resolved in layers { try compileForward(resolved, parameters: parameters, statistics: statistics) }
         // Backward is built in reverse so that each value's first contributor (in backward
         // order) writes its gradient and later ones add to it.
-        for resolved in layers.reversed() { backwardSteps += try compileBackward(resolved, parameters: parameters) }
+        if backward {
+            for resolved in layers.reversed() { backwardSteps += try compileBackward(resolved, parameters: parameters) }
+        }
     }
 
     deinit {
@@ -225,14 +239,33 @@ final class TrainingProgram {
 
     // MARK: - Helpers
 
-    private func newBuffer(_ count: Int) -> Buffer {
+    private func newBuffer(_ count: Int) throws -> Buffer {
+        try account(UInt64(count) * 4)
         let buffer = Buffer(count: count)
         buffers.append(buffer)
         return buffer
     }
 
+    /// Every activation and gradient of the trained tail stays allocated for the backward
+    /// pass, so memory grows with the batch and the number of trained blocks (all of
+    /// ResNet50 at batch 8 takes about 7 GB with its evaluation programs): a program over
+    /// its budget is refused while it compiles, before any step runs, instead of allocating
+    /// until the system kills the process.
+    private func account(_ bytes: UInt64) throws {
+        allocatedBytes += bytes
+        guard allocatedBytes <= memoryBudget else {
+            throw ZooError.invalidParameter(
+                name: "batch", message: "training these layers needs more memory for activations and gradients than "
+                    + "3/4 of this machine's \(Self.gib(ProcessInfo.processInfo.physicalMemory)) (\(Self.gib(memoryBudget)) "
+                    + "left for the tail compiled for \(batch) rows): use a smaller {batch} or train fewer blocks")
+        }
+    }
+
+    static func gib(_ bytes: UInt64) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
+
     private func memory(_ md: dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer?, layer: String) throws -> dnnl_memory_t {
         var md = md
+        if pointer == nil { try account(UInt64(dnnl_memory_desc_get_size(&md))) }
         var memory: dnnl_memory_t?
         try DNNL.check(dnnl_memory_create(&memory, &md, engine, pointer ?? DNNL.allocate), layer: layer, "memory creation")
         guard let memory else { throw ZooError.engineFailure(layer: layer, reason: "memory creation returned nothing") }
@@ -401,7 +434,7 @@ final class TrainingProgram {
                   let chosenDst = DNNL.queryMD(pd, dnnl_query_dst_md) else {
                 throw ZooError.engineFailure(layer: name, reason: "convolution did not report its layouts")
             }
-            let y = newBuffer(batch * output.count)
+            let y = try newBuffer(batch * output.count)
             // Weights change every step, so their blocked copy is remade every forward pass.
             let mSrc = try input(try memory(plainSrc, x.pointer, layer: name), plainSrc, as: chosenSrc,
                                  into: &forwardSteps, layer: name)
@@ -445,9 +478,9 @@ final class TrainingProgram {
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
             // Frozen: the shared running statistics themselves; live: the batch's, which
             // backward needs as they were in this forward pass.
-            let meanPointer = live ? newBuffer(shape.c).pointer : mean.value.baseAddress!
-            let varPointer = live ? newBuffer(shape.c).pointer : variance.value.baseAddress!
-            let y = newBuffer(batch * output.count)
+            let meanPointer = try live ? newBuffer(shape.c).pointer : mean.value.baseAddress!
+            let varPointer = try live ? newBuffer(shape.c).pointer : variance.value.baseAddress!
+            let y = try newBuffer(batch * output.count)
             let mSrc = try input(try memory(plain, x.pointer, layer: name), plain, as: md, into: &forwardSteps, layer: name)
             let (mDst, after) = try self.output(try memory(plain, y.pointer, layer: name), plain, as: md, layer: name)
             var keep = [
@@ -509,7 +542,7 @@ final class TrainingProgram {
                                                       Int64(spec.size), Float(spec.alpha), Float(spec.beta), Float(spec.k)),
                            layer: name, "LRN descriptor")
             let pd = try describe(&d, layer: name, "LRN forward")
-            let y = newBuffer(batch * output.count)
+            let y = try newBuffer(batch * output.count)
             try appendForward(pd, layer: name, source: (md, x), destination: (md, y))
             produced = y
         case .linear(let outFeatures, _):
@@ -529,7 +562,7 @@ final class TrainingProgram {
                                                      bias == nil ? nil : biasPointer, &dstMD)
             }, layer: name, "inner product descriptor")
             let pd = try describe(&d, layer: name, "inner product forward")
-            let y = newBuffer(batch * outFeatures)
+            let y = try newBuffer(batch * outFeatures)
             var keep = ["src": try memory(srcMD, x.pointer, layer: name),
                         "weights": try memory(weightMD, weight.value.baseAddress, layer: name),
                         "dst": try memory(dstMD, y.pointer, layer: name)]
@@ -549,7 +582,7 @@ final class TrainingProgram {
             let (x, shape) = try source(layer.inputs[0], for: name)
             if case .flatten = layer.op, blocked, fourD.contains(layer.inputs[0]), shape.h * shape.w > 1 {
                 // Flattening is in C,H,W order: out of the blocked layout first.
-                let y = newBuffer(batch * shape.count)
+                let y = try newBuffer(batch * shape.count)
                 let blockedMD = try act4(shape, layer: name), plainMD = try nchw(shape, layer: name)
                 forwardSteps.append(try reorder(try memory(blockedMD, x.pointer, layer: name), blockedMD,
                                                 to: try memory(plainMD, y.pointer, layer: name), plainMD, layer: name))
@@ -560,7 +593,7 @@ final class TrainingProgram {
             }
         case .concat:
             let sources = try layer.inputs.map { try source($0, for: name) }
-            let y = newBuffer(batch * output.count)
+            let y = try newBuffer(batch * output.count)
             let parts = sources.map { ($0.0.pointer, $0.1.count) }
             let total = output.count, n = batch
             forwardSteps.append(.host {
@@ -575,7 +608,7 @@ final class TrainingProgram {
             produced = y
         case .add:
             let sources = try layer.inputs.map { try source($0, for: name).0.pointer }
-            let y = newBuffer(batch * output.count)
+            let y = try newBuffer(batch * output.count)
             let count = batch * output.count
             forwardSteps.append(.host {
                 let out = y.pointer
@@ -640,7 +673,7 @@ final class TrainingProgram {
         try DNNL.check(dnnl_pooling_forward_desc_init(&d, dnnl_forward_training, algorithm, &srcMD, &dstMD,
                                                       strides, kernel, padL, padR), layer: name, "pooling descriptor")
         let pd = try describe(&d, layer: name, "pooling forward")
-        let y = newBuffer(batch * output.count)
+        let y = try newBuffer(batch * output.count)
         try appendForward(pd, layer: name, source: (srcMD, x), destination: (dstMD, y))
         poolGeometry[name] = (algorithm, strides, kernel, padL, padR)
         return y
@@ -651,18 +684,18 @@ final class TrainingProgram {
     // MARK: - Backward
 
     /// The gradient buffer of `name`, made on first use.
-    private func gradient(_ name: String) -> Buffer {
+    private func gradient(_ name: String) throws -> Buffer {
         if let buffer = diff[name] { return buffer }
-        let buffer = newBuffer(batch * (shapes[name]?.count ?? 0))
+        let buffer = try newBuffer(batch * (shapes[name]?.count ?? 0))
         diff[name] = buffer
         return buffer
     }
 
     /// Where a reader writes its contribution to `name`'s gradient, and the step (if any)
     /// that sums it in: the first contributor writes the gradient itself.
-    private func contribution(to name: String, by reader: String) -> (Buffer, Step?) {
+    private func contribution(to name: String, by reader: String) throws -> (Buffer, Step?) {
         let key = name
-        let target = gradient(name)
+        let target = try gradient(name)
         if !contributed.contains(key) {
             contributed.insert(key)
             return (target, nil)
@@ -681,7 +714,7 @@ final class TrainingProgram {
         guard needsDiff.contains(name) else { return [] }
         var steps: [Step] = []
         // The last layer's gradient is written by the caller.
-        let dy = gradient(name)
+        let dy = try gradient(name)
         if name == outputName { contributed.insert(name) }
         guard contributed.contains(name) else {
             // Nothing downstream reads this value: its gradient is zero.
@@ -740,7 +773,7 @@ final class TrainingProgram {
             steps.append(.primitive(try primitive(wpd, layer: name), args, layer: name))
             if let afterWeights { steps.append(afterWeights) }
             if wantsInput(0) {
-                let (target, sum) = contribution(to: layer.inputs[0], by: name)
+                let (target, sum) = try contribution(to: layer.inputs[0], by: name)
                 var dd = dnnl_convolution_desc_t()
                 try DNNL.check(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &srcMD, &weightMD,
                                                                         &dstMD, strides, padL, padR),
@@ -782,7 +815,7 @@ final class TrainingProgram {
                            layer: name, "BatchNorm backward descriptor")
             let bpd = try describe(&d, hint: fpd, layer: name, "BatchNorm backward")
             // oneDNN always writes diff_src here; when nothing upstream wants it, it lands in scratch.
-            let (target, sum): (Buffer, Step?) = wantsInput(0) ? contribution(to: layer.inputs[0], by: name) : (scratch, nil)
+            let (target, sum): (Buffer, Step?) = try wantsInput(0) ? contribution(to: layer.inputs[0], by: name) : (scratch, nil)
             let vectorMD = try DNNL.desc([shape.c], dnnl_a, layer: name)
             let mDiffDst = try input(try memory(plain, dy.pointer, layer: name), plain, as: md, into: &steps, layer: name)
             let (mDiffSrc, after) = try self.output(try memory(plain, target.pointer, layer: name), plain, as: md, layer: name)
@@ -802,7 +835,7 @@ final class TrainingProgram {
         case .maxPool, .avgPool, .adaptiveAvgPool:
             guard wantsInput(0) else { break }
             if aliases.contains(name) {
-                steps += copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name)
+                steps += try copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name)
                 break
             }
             guard let fpd = forwardPD[name], let (algorithm, strides, kernel, padL, padR) = poolGeometry[name],
@@ -815,7 +848,7 @@ final class TrainingProgram {
             try DNNL.check(dnnl_pooling_backward_desc_init(&d, algorithm, &srcMD, &dstMD, strides, kernel, padL, padR),
                            layer: name, "pooling backward descriptor")
             let bpd = try describe(&d, hint: fpd, layer: name, "pooling backward")
-            let (target, sum) = contribution(to: layer.inputs[0], by: name)
+            let (target, sum) = try contribution(to: layer.inputs[0], by: name)
             var args = [arg(DNNL.Arg.diffDst, try memory(dstMD, dy.pointer, layer: name)),
                         arg(DNNL.Arg.diffSrc, try memory(srcMD, target.pointer, layer: name))]
             if let ws = saved["workspace"] { args.append(arg(DNNL.Arg.workspace, ws)) }
@@ -833,7 +866,7 @@ final class TrainingProgram {
                                                        Float(spec.alpha), Float(spec.beta), Float(spec.k)),
                            layer: name, "LRN backward descriptor")
             let bpd = try describe(&d, hint: fpd, layer: name, "LRN backward")
-            let (target, sum) = contribution(to: layer.inputs[0], by: name)
+            let (target, sum) = try contribution(to: layer.inputs[0], by: name)
             var args = [arg(DNNL.Arg.src, saved["src"]!), arg(DNNL.Arg.diffDst, try memory(md, dy.pointer, layer: name)),
                         arg(DNNL.Arg.diffSrc, try memory(md, target.pointer, layer: name))]
             if let ws = saved["workspace"] { args.append(arg(DNNL.Arg.workspace, ws)) }
@@ -859,7 +892,7 @@ final class TrainingProgram {
             if let bias { args.append(arg(DNNL.Arg.diffBias, try memory(biasMD, bias.gradient.baseAddress, layer: name))) }
             steps.append(.primitive(try primitive(wpd, layer: name), args, layer: name))
             if wantsInput(0) {
-                let (target, sum) = contribution(to: layer.inputs[0], by: name)
+                let (target, sum) = try contribution(to: layer.inputs[0], by: name)
                 var dd = dnnl_inner_product_desc_t()
                 try DNNL.check(dnnl_inner_product_backward_data_desc_init(&dd, &srcMD, &weightMD, &dstMD),
                                layer: name, "inner product backward data descriptor")
@@ -873,9 +906,9 @@ final class TrainingProgram {
         case .flatten, .dropout:
             guard wantsInput(0) else { break }
             if aliases.contains(name) {
-                steps += copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name)
+                steps += try copyGradient(from: dy, count: batch * resolved.output.count, to: layer.inputs[0], by: name)
             } else if let shape = shapes[layer.inputs[0]] {
-                let (target, sum) = contribution(to: layer.inputs[0], by: name)
+                let (target, sum) = try contribution(to: layer.inputs[0], by: name)
                 let blockedMD = try act4(shape, layer: name), plainMD = try nchw(shape, layer: name)
                 steps.append(try reorder(try memory(plainMD, dy.pointer, layer: name), plainMD,
                                          to: try memory(blockedMD, target.pointer, layer: name), blockedMD, layer: name))
@@ -883,7 +916,7 @@ final class TrainingProgram {
             }
         case .add:
             for (index, input) in layer.inputs.enumerated() where wantsInput(index) {
-                steps += copyGradient(from: dy, count: batch * resolved.output.count, to: input, by: name)
+                steps += try copyGradient(from: dy, count: batch * resolved.output.count, to: input, by: name)
             }
         case .concat:
             let total = resolved.output.count, n = batch
@@ -892,7 +925,7 @@ final class TrainingProgram {
                 let count = shapes[input]?.count ?? 0
                 defer { offset += count }
                 guard wantsInput(index) else { continue }
-                let (target, sum) = contribution(to: input, by: name)
+                let (target, sum) = try contribution(to: input, by: name)
                 let start = offset
                 steps.append(.host {
                     for b in 0..<n { (target.pointer + b * count).update(from: dy.pointer + b * total + start, count: count) }
@@ -906,8 +939,8 @@ final class TrainingProgram {
     }
 
     /// A gradient passed on unchanged (residual add, flatten, dropout, identity pool).
-    private func copyGradient(from dy: Buffer, count: Int, to input: String, by reader: String) -> [Step] {
-        let (target, sum) = contribution(to: input, by: reader)
+    private func copyGradient(from dy: Buffer, count: Int, to input: String, by reader: String) throws -> [Step] {
+        let (target, sum) = try contribution(to: input, by: reader)
         let copy = Step.host { target.pointer.update(from: dy.pointer, count: count) }
         return sum.map { [copy, $0] } ?? [copy]
     }

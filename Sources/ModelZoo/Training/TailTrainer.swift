@@ -53,21 +53,28 @@ public final class TailTrainer {
 
     public let plan: TransferPlan
     public let hyper: Hyperparameters
+    /// Bytes the compiled programs may take together.
+    let memoryBudget: UInt64
     let parameters: [TrainableParameter]
     /// BatchNorm running statistics of the trained layers: fixed when frozen, updated by
     /// every training step when live.
     let statistics: [RunningStatistic]
     /// The tail compiled per batch size (the last batch of an epoch may be short).
     private var programs: [Int: TrainingProgram] = [:]
-    /// With live statistics: the tail compiled to normalise with the running statistics,
-    /// for validation (the training programs normalise with the batch's).
+    /// Forward-only programs for validation at sizes no training program has (and, with
+    /// live statistics, at every size: training programs normalise with the batch's).
     private var evaluators: [Int: TrainingProgram] = [:]
     private var live: Bool { hyper.batchNormStatistics == .live }
 
     /// Builds the tail from `weights` (the pretrained values of every trained layer but the
     /// head) and a freshly initialised head: weights uniform in +-1/sqrt(fan_in), as
     /// torch.nn.Linear draws them, biases 0.
-    public init(plan: TransferPlan, pretrained weights: [String: Tensor], hyper: Hyperparameters) throws {
+    public convenience init(plan: TransferPlan, pretrained weights: [String: Tensor], hyper: Hyperparameters) throws {
+        try self.init(plan: plan, pretrained: weights, hyper: hyper, memoryBudget: TrainingProgram.defaultMemoryBudget)
+    }
+
+    init(plan: TransferPlan, pretrained weights: [String: Tensor], hyper: Hyperparameters, memoryBudget: UInt64) throws {
+        self.memoryBudget = memoryBudget
         guard hyper.epochs >= 1, hyper.epochs <= 100_000 else {
             throw ZooError.invalidParameter(name: "epochs", message: "{epochs} must be between 1 and 100000, got \(hyper.epochs)")
         }
@@ -131,14 +138,17 @@ public final class TailTrainer {
     /// statistics if so set) or for evaluation (the running statistics).
     func program(batch: Int, training: Bool = true) throws -> TrainingProgram {
         let liveStep = training && live
-        if liveStep || !live, let program = programs[batch] { return program }
-        if !liveStep && live, let program = evaluators[batch] { return program }
+        if training || !live, let program = programs[batch] { return program }
+        if !training, let program = evaluators[batch] { return program }
         let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0) })
         let shared = Dictionary(uniqueKeysWithValues: statistics.map { ($0.name, $0) })
+        // One budget for all of them: every program stays compiled for the whole run.
+        let taken = (programs.values.map(\.allocatedBytes) + evaluators.values.map(\.allocatedBytes)).reduce(0, +)
         let program = try TrainingProgram(layers: plan.trainedLayers, inputName: plan.featureLayer,
                                           inputShape: plan.featureShape, parameters: byName, statistics: shared,
-                                          batch: batch, live: liveStep)
-        if liveStep || !live { programs[batch] = program } else { evaluators[batch] = program }
+                                          batch: batch, live: liveStep, backward: training,
+                                          memoryBudget: memoryBudget > taken ? memoryBudget - taken : 0)
+        if training { programs[batch] = program } else { evaluators[batch] = program }
         return program
     }
 
@@ -169,14 +179,12 @@ public final class TailTrainer {
         guard !rows.isEmpty else { return 0 }
         let classes = plan.target.classes
         var correct = 0
-        var start = 0
-        while start < rows.count {
-            let chunk = Array(rows[start..<min(start + hyper.batch, rows.count)])
+        for range in validationChunks(rows.count) {
+            let chunk = Array(rows[range])
             let out = try logits(chunk, of: features).1
             for (i, row) in chunk.enumerated() where Self.argmax(out, row: i, width: classes) == features.labels[row] {
                 correct += 1
             }
-            start += chunk.count
         }
         return Double(correct) / Double(rows.count)
     }
@@ -185,6 +193,26 @@ public final class TailTrainer {
         var best = 0
         for j in 1..<max(width, 1) where values[row * width + j] > values[row * width + best] { best = j }
         return best
+    }
+
+    /// The training steps' row ranges over `count` rows: `hyper.batch` at a time, except that
+    /// with live statistics a last batch of one joins the batch before it (the statistics of
+    /// a single image are degenerate: zero variance on 1x1 maps).
+    func trainingChunks(_ count: Int) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        while start < count {
+            var end = min(start + hyper.batch, count)
+            if live, count - end == 1 { end = count }
+            ranges.append(start..<end)
+            start = end
+        }
+        return ranges
+    }
+
+    /// Evaluation's row ranges: `hyper.batch` at a time.
+    func validationChunks(_ count: Int) -> [Range<Int>] {
+        stride(from: 0, to: count, by: hyper.batch).map { $0..<min($0 + hyper.batch, count) }
     }
 
     /// Runs epochs from `checkpoint`'s next epoch (or the first) to the last, calling
@@ -205,6 +233,10 @@ public final class TailTrainer {
             best = (checkpoint.bestEpoch, checkpoint.bestAccuracy, checkpoint.best)
         }
         let valRows = validation.map { $0.usableIndices } ?? []
+        // Every batch size the run will use is compiled now: a tail that does not fit in
+        // memory stops here, not after an epoch of work.
+        for size in Set(trainingChunks(rows.count).map(\.count)) { _ = try program(batch: size, training: true) }
+        for size in Set(validationChunks(valRows.count).map(\.count)) { _ = try program(batch: size, training: false) }
         let lastEpoch = min(hyper.epochs, stopAfter ?? hyper.epochs)
         var epochsRun = 0
         for epoch in firstEpoch..<max(firstEpoch, lastEpoch) {
@@ -214,13 +246,8 @@ public final class TailTrainer {
             var generator = SplitMix64(seed: hyper.seed &+ 0x9E37 &* UInt64(epoch + 1))
             ImageFolder.shuffle(&order, &generator)
             var lossSum = 0.0, correct = 0
-            var start = 0
-            while start < order.count {
-                var end = min(start + hyper.batch, order.count)
-                // Live statistics of a single image are degenerate (zero variance on 1x1
-                // maps): a last batch of one joins the batch before it.
-                if live, order.count - end == 1 { end = order.count }
-                let chunk = Array(order[start..<end])
+            for range in trainingChunks(order.count) {
+                let chunk = Array(order[range])
                 let (program, out) = try logits(chunk, of: train, training: true)
                 let grad = program.outputGradient
                 for (i, row) in chunk.enumerated() {
@@ -239,7 +266,6 @@ public final class TailTrainer {
                 }
                 try program.backward()
                 step(rate: rate)
-                start += chunk.count
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             let loss = lossSum / Double(order.count)

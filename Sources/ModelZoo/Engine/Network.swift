@@ -7,10 +7,12 @@ import Foundation
 /// weights and bias, fuses activations as post-ops, fuses a residual add into the
 /// convolution that feeds it (oneDNN's `sum` post-op writes into the shortcut's buffer),
 /// has each inception branch write its slice of the concat's output, reads feature maps
-/// into inner products as flat [N, C*H*W] views, reorders the weights into the primitives'
-/// layouts once, and keeps activations in one layout from layer to layer: channels-last at
-/// batch 1, 16-channel blocked from batch 2 in float32 (see `NetworkCompiler`). Reorders
-/// happen at the input, wherever two layers disagree on a layout, and at the output.
+/// into inner products as flat [N, C*H*W] views, runs float32 3x3 stride-1 convolutions
+/// by Winograd F(4x4, 3x3) where it measured faster (`ConvolutionAlgorithm`), reorders the
+/// weights into the primitives' layouts once, and keeps activations in one layout from layer
+/// to layer: 16-channel blocked in float32 (channels-last at batch 1 with direct
+/// convolutions and in bfloat16; see `NetworkCompiler`). Reorders happen at the input,
+/// wherever two layers disagree on a layout, and at the output.
 ///
 /// OpenMP: see `EngineEnvironment`; without `OMP_WAIT_POLICY=active` at process start the
 /// second thread helps little.

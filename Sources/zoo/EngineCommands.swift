@@ -100,11 +100,12 @@ struct PredictionsOfImage: Encodable {
 struct BenchReport: Encodable {
     let architecture: String?
     let precision: Precision
+    let convolutions: ConvolutionAlgorithm
     let result: BenchmarkResult
     let check: PrecisionCheck?
 
     enum Keys: String, CodingKey {
-        case architecture, batch, threads, iterations, precision, msPerBatch = "ms_per_batch"
+        case architecture, batch, threads, iterations, precision, convolutions, msPerBatch = "ms_per_batch"
         case medianMsPerBatch = "median_ms_per_batch", minMsPerBatch = "min_ms_per_batch"
         case imagesPerSecond = "images_per_second", gflops, maxRelativeLogitError = "max_relative_logit_error"
         case top1Agreement = "top1_agreement", comparedInputs = "compared_inputs"
@@ -117,6 +118,8 @@ struct BenchReport: Encodable {
         try root.encode(result.threads, forKey: .threads)
         try root.encode(result.iterations, forKey: .iterations)
         try root.encode(precision.rawValue, forKey: .precision)
+        // bf16 and int8 always run direct.
+        try root.encode(precision == .fp32 ? convolutions.rawValue : ConvolutionAlgorithm.direct.rawValue, forKey: .convolutions)
         try root.encode(result.msPerBatch, forKey: .msPerBatch)
         try root.encode(result.medianMsPerBatch, forKey: .medianMsPerBatch)
         try root.encode(result.minMsPerBatch, forKey: .minMsPerBatch)
@@ -181,7 +184,7 @@ struct Bench: ParsableCommand {
                 }
             }
             if format == .json {
-                print(encodeJSON(BenchReport(architecture: model.report.architecture, precision: source.precision,
+                print(encodeJSON(BenchReport(architecture: model.report.architecture, precision: source.precision, convolutions: source.convolutions,
                                              result: result, check: check)), terminator: "")
             } else {
                 print("\(model.report.architecture ?? "?") [\(source.precision.rawValue)]: \(result)")

@@ -136,5 +136,11 @@ final class InferenceTests: XCTestCase {
         XCTAssertEqual(json["batch"] as? Int, 8)
         XCTAssertGreaterThan(json["ms_per_batch"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(json["images_per_second"] as? Double ?? 0, 0)
+        XCTAssertEqual(json["convolutions"] as? String, "winograd")
+        let direct = try CLI.run(["bench", "--weights", CLI.fixture("lenet/lenet5_digits.onnx"), "--iterations", "2",
+                                  "--convolutions", "direct", "--format", "json"])
+        XCTAssertEqual(try CLI.json(direct)["convolutions"] as? String, "direct", direct.stderr)
+        let bad = try CLI.run(["bench", "--weights", CLI.fixture("lenet/lenet5_digits.onnx"), "--convolutions", "fft"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
     }
 }

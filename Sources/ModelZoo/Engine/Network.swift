@@ -102,11 +102,13 @@ public final class Network {
         let (values, overflow) = (largest + net.input.count).multipliedReportingOverflow(by: batch)
         let needed = overflow ? UInt64.max : UInt64(values) * 4
         guard needed <= available / 2 else {
-            let gib = { (bytes: UInt64) in String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
             throw ZooError.invalidParameter(name: "batch", message: "batch \(batch) of \(net.architecture.id) needs at least \(gib(needed)) "
                 + "for activations; this machine has \(gib(available)): use a smaller {batch}")
         }
     }
+
+    /// "1.5 GiB": memory sizes in the engines' refusals.
+    static func gib(_ bytes: UInt64) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
 
     /// Runs the network on `input` ([batch, C, H, W], NCHW) and returns the logits.
     public func forward(_ input: Tensor) throws -> Tensor {

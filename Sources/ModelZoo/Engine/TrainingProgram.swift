@@ -200,9 +200,12 @@ final class TrainingProgram {
         } else {
             data[inputName] = plainInput
         }
-        // A value needs a gradient when a trained parameter lies on a path to it.
-        for resolved in layers where backward && !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
-            needsDiff.insert(resolved.layer.name)
+        // A value needs a gradient when a trained parameter lies on a path to it (none
+        // without a backward pass).
+        if backward {
+            for resolved in layers where !resolved.parameters.isEmpty || resolved.layer.inputs.contains(where: needsDiff.contains) {
+                needsDiff.insert(resolved.layer.name)
+            }
         }
         for resolved in layers { try compileForward(resolved, parameters: parameters, statistics: statistics) }
         // Backward is built in reverse so that each value's first contributor (in backward
@@ -248,7 +251,7 @@ final class TrainingProgram {
 
     /// Every activation and gradient of the trained tail stays allocated for the backward
     /// pass, so memory grows with the batch and the number of trained blocks (all of
-    /// ResNet50 at batch 8 takes about 7 GB with its evaluation programs): a program over
+    /// ResNet50 at batch 8 takes about 11.7 GB with its evaluation programs): a program over
     /// its budget is refused while it compiles, before any step runs, instead of allocating
     /// until the system kills the process.
     private func account(_ bytes: UInt64) throws {
@@ -256,12 +259,10 @@ final class TrainingProgram {
         guard allocatedBytes <= memoryBudget else {
             throw ZooError.invalidParameter(
                 name: "batch", message: "training these layers needs more memory for activations and gradients than "
-                    + "3/4 of this machine's \(Self.gib(ProcessInfo.processInfo.physicalMemory)) (\(Self.gib(memoryBudget)) "
+                    + "3/4 of this machine's \(Network.gib(ProcessInfo.processInfo.physicalMemory)) (\(Network.gib(memoryBudget)) "
                     + "left for the tail compiled for \(batch) rows): use a smaller {batch} or train fewer blocks")
         }
     }
-
-    static func gib(_ bytes: UInt64) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
 
     private func memory(_ md: dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer?, layer: String) throws -> dnnl_memory_t {
         var md = md

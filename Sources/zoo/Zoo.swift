@@ -143,12 +143,20 @@ struct ModelOptions: ParsableArguments {
     var precision: Precision = .fp32
     @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see) to measure activation ranges on; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
     var calibrate: String?
+    @Option(help: ArgumentHelp("With --calibrate: keep blocks in float32 until int8 keeps this percentage of the float32 top-1 classes on the calibration images (default 99; 0 makes every block int8).", valueName: "percent"))
+    var int8Agreement: Double?
     @Option(help: "How fp32 3x3 stride-1 convolutions are computed: winograd (2.25x fewer multiplications, logits within about 1e-6 of direct) or direct (closest to other engines' rounding).")
     var convolutions: ConvolutionAlgorithm = .winograd
 
     func validate() throws {
         try validating {
             if calibrate != nil && precision != .int8 { throw ZooError.invalidArgument("--calibrate applies only to --precision int8") }
+            if let int8Agreement {
+                guard calibrate != nil else { throw ZooError.invalidArgument("--int8-agreement applies only with --calibrate DIR") }
+                guard (0...100).contains(int8Agreement) else {
+                    throw ZooError.invalidArgument("--int8-agreement is a percentage from 0 to 100, not \(int8Agreement)")
+                }
+            }
         }
     }
 
@@ -157,7 +165,8 @@ struct ModelOptions: ParsableArguments {
     func calibration(for model: LoadedModel, preprocessing: Architecture.Preprocessing? = nil) throws -> Int8Calibration? {
         guard precision == .int8 else { return nil }
         return try Int8Calibration.resolve(model: model, weightsPath: weights, directory: calibrate,
-                                           preprocessing: preprocessing, threads: threads) { line in
+                                           preprocessing: preprocessing, threads: threads,
+                                           agreementTarget: (int8Agreement ?? Int8Calibration.defaultAgreementTarget * 100) / 100) { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
     }

@@ -14,10 +14,22 @@ import Foundation
 /// (levels -127...127 over [-T, T]). Weights get one scale per output channel from their own
 /// maximum, at compile time: they need no calibration.
 ///
+/// Then the agreement tuning (`tune`): 8-bit steps add noise at every layer, and where a
+/// network's top-1 answers come close together (deep residual streams, random weights) the
+/// sum of that noise changes answers. The calibration images are run through the float32
+/// and the int8 network; while fewer than `agreementTarget` of their top-1 classes agree,
+/// whole blocks (a ResNet block, an inception module, a VGG stage: `TransferBlocks`) are
+/// kept out of int8 (in bf16 where the processor has AVX512-BF16, else fp32:
+/// `Precision.int8Fallback`), the block whose copy removes the most logit error first, as
+/// accuracy-driven quantization tools fall back layer by layer. The blocks chosen are saved
+/// as `floatLayers`, with the agreement reached.
+///
 /// Saved beside the weights as `FILE.int8.json`, so calibration runs once.
 public struct Int8Calibration: Codable, Sendable, Equatable {
     public static let format = "zoo-int8-calibration"
     public static let percentile = 0.9999
+    /// The default share of calibration images whose top-1 class int8 must keep.
+    public static let defaultAgreementTarget = 0.99
     static let bins = 2048
 
     public var format: String = Int8Calibration.format
@@ -32,10 +44,39 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     public var images: Int
     public var source: String
     public var thresholds: [String: Float]
+    /// Convolutions and inner products kept out of int8, computed in
+    /// `Precision.int8Fallback` (absent in files written before the agreement tuning: every
+    /// layer int8).
+    public var floatLayers: [String]?
+    /// What the agreement tuning measured; nil when it did not run.
+    public var tuning: Tuning?
+
+    /// The agreement tuning's record: how often int8 kept the float32 top-1 class on the
+    /// calibration images, with every block in int8 and with `floatBlocks` in float32.
+    public struct Tuning: Codable, Sendable, Equatable {
+        public var target: Double
+        public var images: Int
+        public var allInt8Agreement: Double
+        public var agreement: Double
+        /// Blocks kept out of int8, in the order they were chosen.
+        public var floatBlocks: [String]
+        /// The share of the network's multiply-accumulates left out of int8.
+        public var floatMACs: Double
+        /// What those blocks computed in when the agreement was measured: bf16 or fp32.
+        public var fallback: String
+
+        enum CodingKeys: String, CodingKey {
+            case target, images, agreement, fallback
+            case allInt8Agreement = "all_int8_agreement"
+            case floatBlocks = "float_blocks"
+            case floatMACs = "float_macs"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case format, version, architecture, input, method, images, source, thresholds
+        case format, version, architecture, input, method, images, source, thresholds, tuning
         case weightsFingerprint = "weights_fingerprint"
+        case floatLayers = "float_layers"
     }
 
     /// Where the calibration of a weight file lives.
@@ -66,8 +107,11 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
 
     /// Runs the float32 network over `batches` (each [N, C, H, W]) and records every
     /// activation tensor's threshold.
+    /// With `agreementTarget` > 0, then tunes (see `tune`) on the first `images` rows of
+    /// `batches` (default: all).
     public static func calibrate(_ net: ResolvedNetwork, weights: [String: Tensor], batches: [Tensor],
-                                 source: String, threads: Int? = nil) throws -> Int8Calibration {
+                                 source: String, threads: Int? = nil, agreementTarget: Double = 0,
+                                 images limit: Int? = nil, log: (String) -> Void = { _ in }) throws -> Int8Calibration {
         guard let first = batches.first else {
             throw ZooError.invalidArgument("int8 calibration needs at least one image")
         }
@@ -85,17 +129,113 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
             let t = histogram.percentile(percentile)
             if t > 0, t.isFinite { thresholds[name] = t }
         }
-        return Int8Calibration(architecture: net.architecture.id, input: [net.input.c, net.input.h, net.input.w],
-                               weightsFingerprint: fingerprint(weights),
-                               method: "percentile \(percentile * 100) of |x|, \(bins)-bin histogram per tensor; "
-                                   + "weights per output channel by their maximum",
-                               images: images, source: source, thresholds: thresholds)
+        let measured = Int8Calibration(architecture: net.architecture.id, input: [net.input.c, net.input.h, net.input.w],
+                                       weightsFingerprint: fingerprint(weights),
+                                       method: "percentile \(percentile * 100) of |x|, \(bins)-bin histogram per tensor; "
+                                           + "weights per output channel by their maximum",
+                                       images: limit ?? images, source: source, thresholds: thresholds)
+        guard agreementTarget > 0 else { return measured }
+        return try tune(measured, net: net, weights: weights, batches: batches, target: agreementTarget,
+                        images: limit, threads: threads, log: log)
+    }
+
+    /// Keeps blocks out of int8 until the network keeps `target` of the float32 top-1 classes
+    /// on `batches`. Ranking: each block alone out of int8, by the logit error left (squared
+    /// error over the float32 logits' variance, summed over the images); then blocks join
+    /// in that order, measuring the agreement after each. A network whose output is not a
+    /// class vector (a no-top feature map) is returned as it is.
+    static func tune(_ calibration: Int8Calibration, net: ResolvedNetwork, weights: [String: Tensor], batches: [Tensor],
+                     target: Double, images limit: Int?, threads: Int?, log: (String) -> Void) throws -> Int8Calibration {
+        guard let first = batches.first else { return calibration }
+        let batch = first.shape[0]
+        let reference = try Network(net, weights: weights, batch: batch, threads: threads)
+        let expected = try batches.map { try reference.forward($0) }
+        guard expected[0].shape.count == 2, expected[0].shape[1] > 1 else { return calibration }
+        let rows = min(limit ?? batches.count * batch, batches.count * batch)
+
+        func measure(_ floatLayers: Set<String>) throws -> (agreement: Double, error: Double) {
+            var candidate = calibration
+            candidate.floatLayers = floatLayers.sorted()
+            let network = try Network(net, weights: weights, batch: batch, threads: threads, precision: .int8,
+                                      calibration: candidate)
+            var agree = 0, row = 0
+            var squaredError = 0.0, variance = 0.0
+            for (input, x) in zip(batches, expected) where row < rows {
+                let y = try network.forward(input)
+                let width = x.count / batch
+                for r in 0..<batch where row < rows {
+                    let a = x.data[(r * width)..<((r + 1) * width)], b = y.data[(r * width)..<((r + 1) * width)]
+                    let mean = a.reduce(0.0) { $0 + Double($1) } / Double(width)
+                    for (u, v) in zip(a, b) {
+                        squaredError += Double(u - v) * Double(u - v)
+                        variance += (Double(u) - mean) * (Double(u) - mean)
+                    }
+                    if a.indices.max(by: { a[$0] < a[$1] }) == b.indices.max(by: { b[$0] < b[$1] }) { agree += 1 }
+                    row += 1
+                }
+            }
+            return (Double(agree) / Double(max(row, 1)), variance > 0 ? squaredError / variance : 0)
+        }
+        func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
+
+        let allInt8 = try measure([])
+        var tuned = calibration
+        let fallback = Precision.int8Fallback.rawValue
+        tuned.method += "; blocks kept out of int8 (\(fallback)) until it keeps \(percent(target)) of the float32 "
+            + "top-1 classes on the calibration images"
+        tuned.floatLayers = []
+        tuned.tuning = Tuning(target: target, images: rows, allInt8Agreement: allInt8.agreement,
+                              agreement: allInt8.agreement, floatBlocks: [], floatMACs: 0, fallback: fallback)
+        guard allInt8.agreement < target else { return tuned }
+
+        let blocks = quantizableBlocks(net)
+        log("int8: all in int8 keeps \(percent(allInt8.agreement)) of the top-1 classes on \(rows) calibration images "
+            + "(target \(percent(target))); ranking \(blocks.count) blocks to keep in \(fallback)")
+        let ranked = try blocks.enumerated().map { index, block in
+            (index: index, block: block, error: try measure(Set(block.layers)).error)
+        }.sorted { ($0.error, $0.index) < ($1.error, $1.index) }
+        let totalMACs = max(net.totalMACs, 1)
+        var floatLayers: Set<String> = []
+        var floatMACs = 0
+        var reached = allInt8
+        for entry in ranked {
+            floatLayers.formUnion(entry.block.layers)
+            floatMACs += entry.block.macs
+            tuned.tuning?.floatBlocks.append(entry.block.name)
+            reached = try measure(floatLayers)
+            log("int8: + \(entry.block.name) in \(fallback): \(percent(reached.agreement)) kept, "
+                + "\(percent(Double(floatMACs) / Double(totalMACs))) of the work in \(fallback)")
+            if reached.agreement >= target { break }
+        }
+        tuned.floatLayers = floatLayers.sorted()
+        tuned.tuning?.agreement = reached.agreement
+        tuned.tuning?.floatMACs = Double(floatMACs) / Double(totalMACs)
+        return tuned
+    }
+
+    /// The network's blocks (`TransferBlocks`) that hold a layer int8 computes: a
+    /// convolution, or an inner product other than the classifier (which is float32 always).
+    static func quantizableBlocks(_ net: ResolvedNetwork) -> [(name: String, layers: [String], macs: Int)] {
+        TransferBlocks.blocks(of: net).compactMap { block in
+            let layers = block.layers.map { net.layers[$0] }
+            let quantizable = layers.filter { resolved in
+                switch resolved.layer.op {
+                case .conv: return true
+                case .linear: return resolved.layer.name != net.architecture.headLayer
+                default: return false
+                }
+            }
+            guard !quantizable.isEmpty else { return nil }
+            return (block.name, quantizable.map(\.layer.name), quantizable.reduce(0) { $0 + $1.macs })
+        }
     }
 
     /// Calibrates on the images of `directory` (and its subfolders), each through the
     /// model's own preprocessing, up to `limit` of them in name order.
     public static func calibrate(model: LoadedModel, directory: String, preprocessing: Architecture.Preprocessing? = nil,
-                                 limit: Int = 500, batch: Int = 8, threads: Int? = nil) throws -> Int8Calibration {
+                                 limit: Int = 500, batch: Int = 8, threads: Int? = nil,
+                                 agreementTarget: Double = defaultAgreementTarget,
+                                 log: (String) -> Void = { _ in }) throws -> Int8Calibration {
         let count = min(limit, try imagePaths(in: directory).count)
         guard count > 0 else {
             throw ZooError.invalidArgument("\(directory): no JPEG or PNG images to calibrate int8 on")
@@ -105,9 +245,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
         let batches = try PrecisionCheck.imageBatches(model: model, directory: directory, batch: min(batch, count),
                                                       limit: limit, preprocessing: preprocessing)
         let net = model.network
-        var result = try calibrate(net, weights: model.weights, batches: batches, source: directory, threads: threads)
-        result.images = count
-        return result
+        return try calibrate(net, weights: model.weights, batches: batches, source: directory, threads: threads,
+                             agreementTarget: agreementTarget, images: count, log: log)
     }
 
     /// Image files under `directory`, recursively (class folders are fine), sorted by path.
@@ -174,13 +313,21 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     /// when one is given, else the saved one.
     public static func resolve(model: LoadedModel, weightsPath: String, directory: String?,
                                preprocessing: Architecture.Preprocessing? = nil, threads: Int? = nil,
+                               agreementTarget: Double = defaultAgreementTarget,
                                log: (String) -> Void = { _ in }) throws -> Int8Calibration {
         let path = path(besideWeights: weightsPath)
         if let directory {
             let calibration = try calibrate(model: model, directory: directory, preprocessing: preprocessing,
-                                            threads: threads)
+                                            threads: threads, agreementTarget: agreementTarget, log: log)
             try calibration.write(to: path)
-            log("int8: calibrated on \(calibration.images) images from \(directory); scales saved to \(path)")
+            var kept = ""
+            if let tuning = calibration.tuning {
+                kept = String(format: "; top-1 kept on %.1f%% of them", tuning.agreement * 100)
+                    + (tuning.floatBlocks.isEmpty ? " all in int8"
+                        : String(format: " with %d blocks in %@ (%.0f%% of the work)", tuning.floatBlocks.count,
+                                 tuning.fallback, tuning.floatMACs * 100))
+            }
+            log("int8: calibrated on \(calibration.images) images from \(directory)\(kept); scales saved to \(path)")
             return calibration
         }
         guard FileManager.default.fileExists(atPath: path) else {

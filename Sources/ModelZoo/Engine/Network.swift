@@ -31,6 +31,12 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     case int8
 }
 
+extension Precision {
+    /// What the blocks an int8 network keeps out of int8 compute in on this processor
+    /// (`Int8Calibration.floatLayers`): bf16 with AVX512-BF16, else fp32.
+    public static var int8Fallback: Precision { NetworkCompiler.int8FallbackType == dnnl_bf16 ? .bf16 : .fp32 }
+}
+
 /// How float32 3x3 stride-1 convolutions are computed (bf16 and int8 always run direct).
 public enum ConvolutionAlgorithm: String, Sendable, CaseIterable, Codable {
     /// Winograd F(4x4, 3x3): 2.25x fewer multiplications; logits within about 1e-6

@@ -69,23 +69,48 @@ final class NetworkCompiler {
     /// bfloat16 (batch 8). Winograd reads and writes only the blocked layout: with it, blocked
     /// throughout is as fast at batch 1 on every net (ResNet18: 22% faster, its residual
     /// convolutions can then use it too) and saves the reorders around each Winograd layer.
-    /// int8 keeps the library's choice.
+    /// int8 keeps the library's choice, and so does bfloat16 on processors with AMX, whose
+    /// tile kernels (brgconv amx_bf16) read channels-last only: ResNet50 at batch 8 ran 414
+    /// ms blocked against about 50 channels-last on a Sapphire Rapids Xeon (float32: 210).
     private var blockedActivations: Bool {
         switch precision {
         case .int8: false
-        case .bf16: batch >= 2
+        case .bf16: batch >= 2 && !Self.hasAMX
         case .fp32: batch >= 2 || convolutions == .winograd
         }
     }
     /// What convolutions, pools, normalisations and hidden FC layers compute in: bfloat16
     /// activations and weights with float32 accumulation under `.bf16` (AVX512-BF16), float32
     /// otherwise. Biases, BatchNorm statistics and the final classifier stay float32.
-    private var activationType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
+    /// Under `.int8`, the layers kept out of int8 (`floatLayers`) compute in
+    /// `Self.int8FallbackType`.
+    private var activationType: dnnl_data_type_t {
+        switch precision {
+        case .bf16: dnnl_bf16
+        case .int8: Self.int8FallbackType
+        case .fp32: dnnl_f32
+        }
+    }
+    /// bfloat16 where the processor has AVX512-BF16: the blocks int8 would change answers
+    /// in then run at about half the float32 time, with logits within about 1% of float32's
+    /// (PrecisionTests); float32 elsewhere, where oneDNN would emulate bfloat16 slowly.
+    static let hasAMX: Bool = {
+        let amx = dnnl_cpu_isa_avx512_core_amx.rawValue
+        return dnnl_get_effective_cpu_isa().rawValue & amx == amx
+    }()
+    static let int8FallbackType: dnnl_data_type_t = {
+        let bf16 = dnnl_cpu_isa_avx512_core_bf16.rawValue
+        return dnnl_get_effective_cpu_isa().rawValue & bf16 == bf16 ? dnnl_bf16 : dnnl_f32
+    }()
 
     /// Clipping threshold per activation tensor under `.int8` (see `Int8Calibration`); a
     /// tensor without one stays float32, and so does every layer reading it until a
     /// convolution or inner product quantizes again.
     private var thresholds: [String: Float] = [:]
+    /// Convolutions and inner products that stay float32 under `.int8` (the blocks the
+    /// calibration's agreement tuning kept out of int8): they dequantize their input and
+    /// write float32, which the next int8 layer quantizes again at its own threshold.
+    private var floatLayers: Set<String> = []
     private let probing: Bool
     private let convolutions: ConvolutionAlgorithm
     private var probed: Set<String> = []
@@ -100,6 +125,7 @@ final class NetworkCompiler {
         self.batch = batch
         self.precision = precision
         self.thresholds = calibration?.thresholds ?? [:]
+        self.floatLayers = Set(calibration?.floatLayers ?? [])
         self.probing = probing
         (engine, stream) = try DNNL.cpuEngineAndStream()
     }
@@ -484,6 +510,18 @@ final class NetworkCompiler {
         return Value(memory: memory, md: md, shape: value.shape, ownsBuffer: true, scale: 1)
     }
 
+    /// A new float32 buffer holding `value` (same layout), which the caller may overwrite:
+    /// unlike `floatValue`, never a cached conversion another reader shares.
+    private func floatCopy(_ value: Value, layer: String) throws -> Value {
+        var md = value.md
+        md.data_type = dnnl_f32
+        let memory = try newActivation(md, layer: layer)
+        let reorder = try makeReorder(from: value.md, to: md, scales: [1 / value.scale], layer: layer)
+        steps.append(.primitive(reorder, [dnnl_exec_arg_t(arg: DNNL.Arg.src, memory: value.memory),
+                                          dnnl_exec_arg_t(arg: DNNL.Arg.dst, memory: memory)], layer: layer))
+        return Value(memory: memory, md: md, shape: value.shape, ownsBuffer: true, scale: 1)
+    }
+
     /// How an int8 convolution or inner product reads `source`: its own type and scale when it
     /// is already u8/s8, else s8 at the calibrated threshold of `name`; nil when the layer
     /// stays float32 (not int8, or no threshold measured).
@@ -663,11 +701,17 @@ final class NetworkCompiler {
         var srcMD = try activationDesc(input, layer: name)
         var weightMD = try anyDesc(plainWeightDims, computeType: true, layer: name)
         var biasMD = try anyDesc([spec.outChannels], layer: name)
-        var dstMD = try target?.md ?? activationDesc(outputDims, layer: name)
         // int8: s8 weights with a scale per output channel, the source as u8/s8 at its
         // scale, the bias pre-multiplied into the accumulator's scale (oneDNN adds it before
         // the output scales), the output scales taking the accumulator to the destination's.
-        let quantized = int8Input(source, name: sourceName)
+        let quantized = floatLayers.contains(name) ? nil : int8Input(source, name: sourceName)
+        var target = target
+        if quantized == nil, let integer = target, Self.isInteger(integer.md) {
+            // A float32 convolution cannot add into an int8 shortcut: the sum is made in a
+            // float32 copy of it.
+            target = try floatCopy(integer, layer: name)
+        }
+        var dstMD = try target?.md ?? activationDesc(outputDims, layer: name)
         var srcScale: Float = 1, dstScale: Float = 1, sumScale: Float = 1
         var weightScales: [Float] = [1]
         var bias = bias
@@ -913,8 +957,9 @@ final class NetworkCompiler {
                                                                 : dnnl_pooling_avg_exclude_padding
         }
         var srcMD = source.md
-        // int8 pools read and write the source's type at the source's scale.
-        var dstMD = Self.isInteger(source.md)
+        // int8 pools read and write the source's type at the source's scale (and so do the
+        // float32 or bfloat16 islands of an int8 network).
+        var dstMD = Self.isInteger(source.md) || precision == .int8
             ? try DNNL.desc([input[0], output.c, output.h, output.w], dnnl_format_tag_any, type: source.md.data_type, layer: name)
             : try anyDesc([input[0], output.c, output.h, output.w], computeType: true, layer: name)
         let strides: [Int64] = [Int64(spec.stride.h), Int64(spec.stride.w)]
@@ -973,7 +1018,7 @@ final class NetworkCompiler {
         let compute = resolved.layer.name != net.architecture.headLayer
         // int8 hidden layers (VGG's and AlexNet's fc6/fc7: a quarter of the weight bytes to
         // stream), quantized as convolutions are; the classifier stays float32.
-        let quantized = compute ? int8Input(source, name: sourceName) : nil
+        let quantized = compute && !floatLayers.contains(name) ? int8Input(source, name: sourceName) : nil
         let srcScale = quantized?.scale ?? 1
         let srcType = quantized?.type ?? (compute ? activationType : dnnl_f32)
         // A 4-d source is read through a plain NCHW copy viewed as [N, C*H*W]: flattened in

@@ -18,7 +18,9 @@ other busy processes, wall-clock medians of spinning OpenMP threads are dominate
 scheduler stalls, and this sum is the fair figure.
 
 With --int8, both sides also run int8: zoo calibrates `--precision int8` on a folder of
-images (once; the scales are saved beside the ONNX file) and onnxruntime runs its own int8
+images (once; the scales are saved beside the ONNX file), twice: with its default agreement
+tuning (blocks kept out of int8 until 99% of the calibration images keep their fp32 top-1)
+and with `--int8-agreement 0` (every block int8); onnxruntime runs its own int8
 model, made by onnxruntime.quantization.quantize_static (QDQ, per-channel s8 weights, u8
 activations, its default MinMax calibration) from the same calibration images. The images
 are drawn by a seeded procedure (`make_images`: smooth colour gradients, overlapping
@@ -274,6 +276,12 @@ def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", 
     return (timing, zoo_per_op(lines[:start])) if verbose else timing
 
 
+def fallback_precision():
+    """What zoo computes the blocks it keeps out of int8 in on this processor."""
+    flags = open("/proc/cpuinfo").read()
+    return "bf16" if "avx512_bf16" in flags else "fp32"
+
+
 def combine_rounds(rounds):
     """(median of the rounds' medians, smallest minimum) over several (median, min) timings."""
     return statistics.median(r[0] for r in rounds), min(r[1] for r in rounds)
@@ -335,22 +343,35 @@ def main():
         evaluation = make_images(os.path.join(args.onnx_dir, "evaluation"), 100, seed=2)
         for arch in models:
             path = os.path.join(args.onnx_dir, arch + ".onnx")
+            # zoo's default calibration keeps blocks out of int8 until 99% of the calibration
+            # images keep their fp32 top-1 class; `--int8-agreement 0` quantizes every block.
+            # The scales live beside the weights, so the all-int8 variant reads the same
+            # ONNX file through a link of its own.
+            all_int8 = os.path.join(args.onnx_dir, arch + ".all-int8.onnx")
+            if not os.path.exists(all_int8):
+                os.symlink(os.path.basename(path), all_int8)
+            variants = {"tuned": (path, []), "all": (all_int8, ["--int8-agreement", "0"])}
             quantized = quantize_for_onnxruntime(path, calibration)
             agreement = ort_agreement(path, quantized, evaluation, args.threads)
-            zoo_agreement = None
+            zoo_agreement = {}
             for batch in batches:
                 iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
-                # Calibrates once (the scales are saved beside the ONNX file); the agreement
-                # on the evaluation images is measured once per model.
-                extra = [] if os.path.exists(path + ".int8.json") else ["--calibrate", calibration]
-                if zoo_agreement is None:
-                    extra += ["--compare-images", evaluation]
-                result = time_zoo(path, batch, args.threads, iterations, precision="int8", extra=extra)
-                zoo_agreement = zoo_agreement or result[2:]
-                # onnxruntime fp32 again, right beside the two int8 timings: on a shared
+                row = {}
+                for variant, (weights, flags) in variants.items():
+                    # Calibrates once (the scales are saved beside the ONNX file); the agreement
+                    # on the evaluation images is measured once per model.
+                    extra = [] if os.path.exists(weights + ".int8.json") else ["--calibrate", calibration, *flags]
+                    if variant not in zoo_agreement:
+                        extra += ["--compare-images", evaluation]
+                    result = time_zoo(weights, batch, args.threads, iterations, precision="int8", extra=extra)
+                    zoo_agreement.setdefault(variant, result[2:])
+                    with open(weights + ".int8.json") as handle:
+                        tuning = json.load(handle).get("tuning") or {}
+                    row[variant] = result[:2] + zoo_agreement[variant] + (tuning.get("float_macs", 0.0),)
+                # onnxruntime fp32 again, right beside the int8 timings: on a shared
                 # machine the load moves between the fp32 pass above and this one.
                 ort_fp32 = time_onnxruntime(path, batch, args.threads, iterations, warmup=3)
-                int8[(arch, batch)] = result[:2] + zoo_agreement + ort_fp32[:1]
+                int8[(arch, batch)] = (row, ort_fp32[0])
                 ort_int8[(arch, batch)] = time_onnxruntime(quantized, batch, args.threads, iterations, warmup=3) + agreement
 
     per_op = {}
@@ -367,17 +388,20 @@ def main():
     if args.bf16:
         header += f" {'bf16 ms':>9} {'bf16/ort':>9} {'rel err':>8} {'top-1':>6}"
     if args.int8:
-        header += (f" {'ort ms*':>9} {'int8 ms':>9} {'int8/ort*':>10} {'top-1':>6} {'ort i8 ms':>10} {'int8/ort i8':>12}"
-                   f" {'ort i8 top-1':>13}")
+        header += (f" {'ort ms*':>9} {'int8 ms':>9} {'int8/ort*':>10} {'top-1':>6} {'not i8':>7}"
+                   f" {'all-i8 ms':>10} {'all/ort*':>9} {'top-1':>6}"
+                   f" {'ort i8 ms':>10} {'int8/ort i8':>12} {'ort i8 top-1':>13}")
     if args.per_op:
         header += f" {'zoo per-op':>11} {'ort per-op':>11} {'ratio':>6}"
     print(f"threads {args.threads}; median (min) ms per batch; fp32 ({args.convolutions} 3x3 convolutions in zoo): "
           f"median of {args.rounds} alternating rounds; "
           f"load {os.getloadavg()[0]:.2f}")
     if args.int8:
-        print("int8: zoo calibrated on 200 generated images (percentile 99.99), onnxruntime quantize_static "
-              "(QDQ, per-channel, MinMax) on the same; top-1: agreement with own fp32 on 100 other images; "
-              "ort ms*: onnxruntime fp32 timed again right beside the int8 pair")
+        print("int8: zoo calibrated on 200 generated images (percentile 99.99; 'int8': blocks kept out of int8 "
+              f"in {fallback_precision()} until 99% of those images keep their fp32 top-1, 'not i8' the share of the "
+              "work they hold; 'all-i8': --int8-agreement 0), onnxruntime quantize_static (QDQ, per-channel, MinMax) "
+              "on the same; top-1: agreement with own fp32 on 100 other images; "
+              "ort ms*: onnxruntime fp32 timed again right beside the int8 runs")
     print(header)
     for arch in models:
         for batch in batches:
@@ -388,9 +412,11 @@ def main():
                 b = bf16[(arch, batch)]
                 line += f" {b[0]:>9.2f} {b[0] / ort[0]:>9.2f} {b[2]:>8.1e} {b[3] * 100:>5.0f}%"
             if (arch, batch) in int8:
-                q, o8 = int8[(arch, batch)], ort_int8[(arch, batch)]
-                line += (f" {q[4]:>9.2f} {q[0]:>9.2f} {q[0] / q[4]:>10.2f} {q[3] * 100:>5.0f}% {o8[0]:>10.2f}"
-                         f" {q[0] / o8[0]:>12.2f} {o8[2] * 100:>12.0f}%")
+                (row, ort_fp32), o8 = int8[(arch, batch)], ort_int8[(arch, batch)]
+                q, a = row["tuned"], row["all"]
+                line += (f" {ort_fp32:>9.2f} {q[0]:>9.2f} {q[0] / ort_fp32:>10.2f} {q[3] * 100:>5.0f}% {q[4] * 100:>6.0f}%"
+                         f" {a[0]:>10.2f} {a[0] / ort_fp32:>9.2f} {a[3] * 100:>5.0f}%"
+                         f" {o8[0]:>10.2f} {q[0] / o8[0]:>12.2f} {o8[2] * 100:>12.0f}%")
             if (arch, batch) in per_op:
                 z, o = per_op[(arch, batch)]
                 line += f" {z:>11.2f} {o:>11.2f} {z / o:>6.2f}"

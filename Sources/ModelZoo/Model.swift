@@ -83,9 +83,12 @@ public struct Model {
 
     /// Measures int8 activation ranges on the images under `folder` (through the model's
     /// preprocessing) and, with `save`, writes them beside the weights for later runs.
-    public func calibrateInt8(on folder: URL, save: Bool = true) throws -> Int8Calibration {
+    /// `agreement`: the share of those images whose float32 top-1 class int8 must keep;
+    /// blocks are kept out of int8 until it does (see `Int8Calibration`; 0: all int8).
+    public func calibrateInt8(on folder: URL, save: Bool = true,
+                              agreement: Double = Int8Calibration.defaultAgreementTarget) throws -> Int8Calibration {
         let calibration = try Int8Calibration.calibrate(model: loaded, directory: folder.path,
-                                                        preprocessing: preset.preprocessing)
+                                                        preprocessing: preset.preprocessing, agreementTarget: agreement)
         if save { try calibration.write(to: Int8Calibration.path(besideWeights: provenance.path)) }
         return calibration
     }

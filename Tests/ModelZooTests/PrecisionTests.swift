@@ -74,6 +74,13 @@ final class Int8Tests: XCTestCase {
         }
     }
 
+    /// oneDNN's int8 kernels by name: VNNI ones (`jit_int8:avx512_core_vnni`,
+    /// `brgconv:avx512_core_vnni`) and, on processors with AMX, its tile kernels
+    /// (`brgconv_1x1:avx512_core_amx_int8`).
+    static func isInt8Kernel(_ implementation: String) -> Bool {
+        implementation.contains("vnni") || implementation.contains("amx_int8") || implementation.contains("int8")
+    }
+
     func testInt8UsesVNNIKernelsAndFloat32Islands() throws {
         let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         guard cpu.contains("avx512_vnni") else { throw XCTSkip("this processor has no AVX512-VNNI") }
@@ -85,9 +92,9 @@ final class Int8Tests: XCTestCase {
         let head = net.architecture.headLayer
         let hidden = network.kernels.filter { $0.layer != head }
         XCTAssertFalse(hidden.isEmpty)
-        XCTAssertTrue(hidden.allSatisfy { $0.implementation.contains("vnni") }, "\(hidden)")
+        XCTAssertTrue(hidden.allSatisfy { Self.isInt8Kernel($0.implementation) }, "\(hidden)")
         let classifier = try XCTUnwrap(network.kernels.first { $0.layer == head })
-        XCTAssertFalse(classifier.implementation.contains("vnni"), "\(classifier)")
+        XCTAssertFalse(Self.isInt8Kernel(classifier.implementation), "\(classifier)")
         // LRN has no int8 kernel: float32 in, float32 out, a reorder on each side.
         let plan = network.executionPlan
         let lrn = try XCTUnwrap(plan.firstIndex { $0.hasSuffix(": lrn") })
@@ -117,6 +124,93 @@ final class Int8Tests: XCTestCase {
         XCTAssertThrowsError(try Network(net, weights: weights, batch: 1, precision: .int8)) { error in
             XCTAssertTrue("\(error)".contains("--calibrate"), "\(error)")
         }
+    }
+
+    /// Layers kept out of int8 (`floatLayers`) dequantize what they read, compute in the
+    /// fallback precision and write it; a residual convolution among them adds into a
+    /// float copy of an int8 shortcut, and the int8 block after them quantizes again.
+    func testFloatLayersBetweenInt8Blocks() throws {
+        let net = try ArchitectureRegistry.find("resnet18").resolve(classes: 10, inputSize: Size2(64))
+        let weights = RandomWeights.make(net, seed: 5)
+        var calibration = try Int8Calibration.calibrate(net, weights: weights,
+                                                        batches: [RandomWeights.input(net, batch: 4, seed: 100)], source: "test")
+        let inputs = [RandomWeights.input(net, batch: 4, seed: 200)]
+        let allInt8 = try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
+                                                 calibration: calibration)
+        let convs = net.layers.compactMap { resolved -> String? in
+            if case .conv = resolved.layer.op { return resolved.layer.name }
+            return nil
+        }
+        // layer2.0: a strided block with a downsample, between int8 layer1 and int8 layer3.
+        let middle = convs.filter { $0.hasPrefix("layer2.0.") }
+        XCTAssertEqual(middle.count, 3)
+        calibration.floatLayers = middle
+        let network = try Network(net, weights: weights, batch: 4, precision: .int8, calibration: calibration)
+        let fallbackKernel = Precision.int8Fallback == .bf16 ? "bf16" : "avx512_core"
+        for (layer, implementation) in network.kernels where layer != net.architecture.headLayer {
+            XCTAssertEqual(Self.isInt8Kernel(implementation), !middle.contains(layer), "\(layer): \(implementation)")
+            if middle.contains(layer) { XCTAssertTrue(implementation.contains(fallbackKernel), "\(layer): \(implementation)") }
+        }
+        let mixed = try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
+                                               calibration: calibration)
+        XCTAssertLessThan(mixed.maxRelativeError, 0.1, "\(mixed)")
+        XCTAssertGreaterThan(mixed.maxRelativeError, 0, "\(mixed)")
+        // Every convolution out of int8: the fallback precision's own error (bf16: under 1%,
+        // PrecisionTests), well under int8's.
+        calibration.floatLayers = convs
+        let none = try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
+                                              calibration: calibration)
+        XCTAssertLessThan(none.maxRelativeError, Precision.int8Fallback == .bf16 ? 0.02 : 1e-4, "\(none)")
+        XCTAssertLessThan(none.maxRelativeError, allInt8.maxRelativeError / 2, "\(none) vs \(allInt8)")
+        XCTAssertEqual(none.top1Agreement, 1, "\(none)")
+    }
+
+    /// A random 1000-class ResNet18 whose int8 answers drift from fp32 on some inputs: the
+    /// tuning keeps blocks out of int8 until the target holds, and what it records is what
+    /// the engine then gives on the same inputs.
+    func testAgreementTuningKeepsBlocksOutOfInt8UntilTheTargetHolds() throws {
+        let net = try ArchitectureRegistry.find("resnet18").resolve(classes: 1000, inputSize: Size2(32))
+        let weights = RandomWeights.make(net, seed: 7)
+        let batches = (0..<6).map { RandomWeights.input(net, batch: 8, seed: 300 + UInt64($0)) }
+        var lines: [String] = []
+        let tuned = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test",
+                                                  agreementTarget: 1, images: 44) { lines.append($0) }
+        let tuning = try XCTUnwrap(tuned.tuning)
+        XCTAssertEqual(tuning.images, 44)
+        XCTAssertEqual(tuned.images, 44)
+        XCTAssertLessThan(tuning.allInt8Agreement, 1, "this net and these inputs were picked for int8 to drift")
+        XCTAssertFalse(tuning.floatBlocks.isEmpty)
+        XCTAssertEqual(tuning.agreement, 1, "\(lines)")
+        XCTAssertEqual(tuning.fallback, Precision.int8Fallback.rawValue)
+        XCTAssertGreaterThan(tuning.floatMACs, 0)
+        XCTAssertLessThanOrEqual(tuning.floatMACs, 1)
+        let floatLayers = try XCTUnwrap(tuned.floatLayers)
+        let blocks = Int8Calibration.quantizableBlocks(net)
+        XCTAssertEqual(Set(floatLayers), Set(blocks.filter { tuning.floatBlocks.contains($0.name) }.flatMap(\.layers)))
+        XCTAssertFalse(floatLayers.contains(net.architecture.headLayer))
+        XCTAssertEqual(lines.count, 1 + tuning.floatBlocks.count, "\(lines)")
+        XCTAssertTrue(lines[0].contains("ranking \(blocks.count) blocks"), lines[0])
+        let check = try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: batches, source: "test",
+                                               calibration: tuned, limit: 44)
+        XCTAssertEqual(check.top1Agreement, tuning.agreement)
+        // A lower target stops earlier, and 0 keeps every block int8 without measuring.
+        let untuned = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test", images: 44)
+        XCTAssertNil(untuned.tuning)
+        XCTAssertNil(untuned.floatLayers)
+        let reached = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test",
+                                                    agreementTarget: tuning.allInt8Agreement, images: 44)
+        XCTAssertEqual(reached.tuning?.floatBlocks, [])
+        XCTAssertEqual(reached.floatLayers, [])
+
+        // The record survives the file; a file from before the tuning reads as all int8.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("int8-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try tuned.write(to: path)
+        XCTAssertEqual(try Int8Calibration.read(path: path), tuned)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        XCTAssertTrue(text.contains("\"float_layers\"") && text.contains("\"all_int8_agreement\""), text)
+        try untuned.write(to: path)
+        XCTAssertNil(try Int8Calibration.read(path: path).floatLayers)
     }
 
     func testPercentileHistogram() {
@@ -158,6 +252,19 @@ final class Int8Tests: XCTestCase {
         let saved = try Int8Calibration.read(path: weights + ".int8.json")
         XCTAssertEqual(saved.images, 150)
         XCTAssertTrue(saved.method.contains("percentile"))
+        // The trained LeNet keeps every answer all in int8: the tuning measures and stops.
+        XCTAssertEqual(saved.tuning?.images, 150)
+        XCTAssertEqual(saved.tuning?.target, 0.99)
+        XCTAssertEqual(saved.tuning?.floatBlocks, [])
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(saved.tuning?.allInt8Agreement), 0.99)
+        XCTAssertTrue(first.stderr.contains("all in int8"), first.stderr)
+        for (flags, message) in [(["--int8-agreement", "99"], "only with --calibrate"),
+                                 (["--calibrate", CLI.fixture("digits59/train"), "--int8-agreement", "120"], "from 0 to 100")] {
+            let refused = try CLI.run(["run", "--weights", weights, "--precision", "int8", "--input", input,
+                                       "--output", output] + flags)
+            XCTAssertNotEqual(refused.status, 0, refused.stderr)
+            XCTAssertTrue(refused.stderr.contains(message), refused.stderr)
+        }
 
         let bench = try CLI.run(["bench", "--weights", weights, "--precision", "int8", "--iterations", "2",
                                  "--compare-images", CLI.fixture("digits59/val"), "--format", "json"])

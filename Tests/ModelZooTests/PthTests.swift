@@ -258,8 +258,8 @@ final class PthTests: XCTestCase {
     /// torch itself reads what we write: `torch.load(weights_only=True)` and a torchvision
     /// ResNet's `load_state_dict(strict=True)`, BatchNorm counters included.
     func testTorchLoadsWhatWeWrite() throws {
-        guard let probe = try? Python.run(["-c", "import torch, torchvision"]), probe.status == 0 else {
-            throw XCTSkip("python3 with torch and torchvision is not available")
+        guard let probe = try? Python.run(["-c", "import torch, torchvision, safetensors"]), probe.status == 0 else {
+            throw XCTSkip("python3 with torch, torchvision and safetensors is not available")
         }
         let lenet = scratch.appendingPathComponent("lenet.pth").path
         XCTAssertEqual(try CLI.run(["convert", CLI.fixture("lenet/lenet5_digits.onnx"), lenet]).status, 0)

@@ -142,7 +142,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     /// Keeps blocks out of int8 until the network keeps `target` of the float32 top-1 classes
     /// on `batches`. Ranking: each block alone out of int8, by the logit error left (squared
     /// error over the float32 logits' variance, summed over the images); then blocks join
-    /// in that order, measuring the agreement after each. A network whose output is not a
+    /// in that order, measuring the agreement after each, and once the target holds each
+    /// goes back to int8 where the target still holds without it. A network whose output is not a
     /// class vector (a no-top feature map) is returned as it is.
     static func tune(_ calibration: Int8Calibration, net: ResolvedNetwork, weights: [String: Tensor], batches: [Tensor],
                      target: Double, images limit: Int?, threads: Int?, log: (String) -> Void) throws -> Int8Calibration {
@@ -195,21 +196,39 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
             (index: index, block: block, error: try measure(Set(block.layers)).error)
         }.sorted { ($0.error, $0.index) < ($1.error, $1.index) }
         let totalMACs = max(net.totalMACs, 1)
-        var floatLayers: Set<String> = []
-        var floatMACs = 0
+        var chosen: [(name: String, layers: [String], macs: Int)] = []
+        func layers(_ blocks: [(name: String, layers: [String], macs: Int)]) -> Set<String> {
+            Set(blocks.flatMap(\.layers))
+        }
+        func share(_ blocks: [(name: String, layers: [String], macs: Int)]) -> String {
+            percent(Double(blocks.reduce(0) { $0 + $1.macs }) / Double(totalMACs))
+        }
         var reached = allInt8
         for entry in ranked {
-            floatLayers.formUnion(entry.block.layers)
-            floatMACs += entry.block.macs
-            tuned.tuning?.floatBlocks.append(entry.block.name)
-            reached = try measure(floatLayers)
+            chosen.append(entry.block)
+            reached = try measure(layers(chosen))
             log("int8: + \(entry.block.name) in \(fallback): \(percent(reached.agreement)) kept, "
-                + "\(percent(Double(floatMACs) / Double(totalMACs))) of the work in \(fallback)")
+                + "\(share(chosen)) of the work in \(fallback)")
             if reached.agreement >= target { break }
         }
-        tuned.floatLayers = floatLayers.sorted()
+        // The agreement does not grow block by block (a block's noise can cancel
+        // another's), so a block chosen early may no longer be needed: each goes back to
+        // int8, the last chosen first, where the target still holds without it.
+        if reached.agreement >= target {
+            for block in chosen.reversed() where chosen.count > 1 {
+                let without = chosen.filter { $0.name != block.name }
+                let trial = try measure(layers(without))
+                guard trial.agreement >= target else { continue }
+                chosen = without
+                reached = trial
+                log("int8: - \(block.name) back in int8: \(percent(reached.agreement)) kept, "
+                    + "\(share(chosen)) of the work in \(fallback)")
+            }
+        }
+        tuned.floatLayers = layers(chosen).sorted()
+        tuned.tuning?.floatBlocks = chosen.map(\.name)
         tuned.tuning?.agreement = reached.agreement
-        tuned.tuning?.floatMACs = Double(floatMACs) / Double(totalMACs)
+        tuned.tuning?.floatMACs = Double(chosen.reduce(0) { $0 + $1.macs }) / Double(totalMACs)
         return tuned
     }
 

@@ -27,7 +27,8 @@ public enum Precision: String, Sendable, CaseIterable, Codable {
     case bf16
     /// Post-training quantization: s8 weights (one scale per output channel), u8/s8
     /// activations with scales from an `Int8Calibration`, s32 accumulation (AVX512-VNNI);
-    /// layers without int8 kernels (LRN, softmax) and the classifier in float32.
+    /// layers without int8 kernels (LRN, softmax) and the classifier in float32; the blocks
+    /// the calibration kept out of int8 (`Int8Calibration.floatLayers`) in `int8Fallback`.
     case int8
 }
 

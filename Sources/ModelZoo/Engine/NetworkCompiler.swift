@@ -91,13 +91,14 @@ final class NetworkCompiler {
         case .fp32: dnnl_f32
         }
     }
-    /// bfloat16 where the processor has AVX512-BF16: the blocks int8 would change answers
-    /// in then run at about half the float32 time, with logits within about 1% of float32's
-    /// (PrecisionTests); float32 elsewhere, where oneDNN would emulate bfloat16 slowly.
+    /// Whether oneDNN may use AMX tiles here (its effective ISA includes them).
     static let hasAMX: Bool = {
         let amx = dnnl_cpu_isa_avx512_core_amx.rawValue
         return dnnl_get_effective_cpu_isa().rawValue & amx == amx
     }()
+    /// bfloat16 where the processor has AVX512-BF16: the blocks int8 would change answers
+    /// in then run at about half the float32 time, with logits within about 1% of float32's
+    /// (PrecisionTests); float32 elsewhere, where oneDNN would emulate bfloat16 slowly.
     static let int8FallbackType: dnnl_data_type_t = {
         let bf16 = dnnl_cpu_isa_avx512_core_bf16.rawValue
         return dnnl_get_effective_cpu_isa().rawValue & bf16 == bf16 ? dnnl_bf16 : dnnl_f32
@@ -107,9 +108,9 @@ final class NetworkCompiler {
     /// tensor without one stays float32, and so does every layer reading it until a
     /// convolution or inner product quantizes again.
     private var thresholds: [String: Float] = [:]
-    /// Convolutions and inner products that stay float32 under `.int8` (the blocks the
-    /// calibration's agreement tuning kept out of int8): they dequantize their input and
-    /// write float32, which the next int8 layer quantizes again at its own threshold.
+    /// Convolutions and inner products kept out of int8 under `.int8` (the blocks the
+    /// calibration's agreement tuning chose): they dequantize their input, compute and write
+    /// in `int8FallbackType`, which the next int8 layer quantizes again at its own threshold.
     private var floatLayers: Set<String> = []
     private let probing: Bool
     private let convolutions: ConvolutionAlgorithm
@@ -707,8 +708,8 @@ final class NetworkCompiler {
         let quantized = floatLayers.contains(name) ? nil : int8Input(source, name: sourceName)
         var target = target
         if quantized == nil, let integer = target, Self.isInteger(integer.md) {
-            // A float32 convolution cannot add into an int8 shortcut: the sum is made in a
-            // float32 copy of it.
+            // A convolution kept out of int8 cannot add into an int8 shortcut: the sum is
+            // made in a float32 copy of it.
             target = try floatCopy(integer, layer: name)
         }
         var dstMD = try target?.md ?? activationDesc(outputDims, layer: name)

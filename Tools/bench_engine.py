@@ -356,23 +356,29 @@ def main():
             zoo_agreement = {}
             for batch in batches:
                 iterations = args.iterations if batch == 1 else max(5, args.iterations // 3)
+                timings = collections.defaultdict(list)
+                for round_index in range(args.rounds):
+                    # Each round times onnxruntime fp32 and int8 and both zoo variants, in
+                    # turn: the machine's speed drifts by up to 2x over minutes.
+                    for variant, (weights, flags) in variants.items():
+                        # Calibrates once (the scales are saved beside the ONNX file); the
+                        # agreement on the evaluation images is measured once per model.
+                        extra = [] if os.path.exists(weights + ".int8.json") else ["--calibrate", calibration, *flags]
+                        if variant not in zoo_agreement:
+                            extra += ["--compare-images", evaluation]
+                        result = time_zoo(weights, batch, args.threads, iterations, precision="int8", extra=extra)
+                        zoo_agreement.setdefault(variant, result[2:])
+                        timings[variant].append(result[:2])
+                    timings["ort fp32"].append(time_onnxruntime(path, batch, args.threads, iterations, warmup=3))
+                    timings["ort int8"].append(time_onnxruntime(quantized, batch, args.threads, iterations, warmup=3))
                 row = {}
-                for variant, (weights, flags) in variants.items():
-                    # Calibrates once (the scales are saved beside the ONNX file); the agreement
-                    # on the evaluation images is measured once per model.
-                    extra = [] if os.path.exists(weights + ".int8.json") else ["--calibrate", calibration, *flags]
-                    if variant not in zoo_agreement:
-                        extra += ["--compare-images", evaluation]
-                    result = time_zoo(weights, batch, args.threads, iterations, precision="int8", extra=extra)
-                    zoo_agreement.setdefault(variant, result[2:])
+                for variant, (weights, _) in variants.items():
                     with open(weights + ".int8.json") as handle:
                         tuning = json.load(handle).get("tuning") or {}
-                    row[variant] = result[:2] + zoo_agreement[variant] + (tuning.get("float_macs", 0.0),)
-                # onnxruntime fp32 again, right beside the int8 timings: on a shared
-                # machine the load moves between the fp32 pass above and this one.
-                ort_fp32 = time_onnxruntime(path, batch, args.threads, iterations, warmup=3)
-                int8[(arch, batch)] = (row, ort_fp32[0])
-                ort_int8[(arch, batch)] = time_onnxruntime(quantized, batch, args.threads, iterations, warmup=3) + agreement
+                    row[variant] = (combine_rounds(timings[variant]) + zoo_agreement[variant]
+                                    + (tuning.get("float_macs", 0.0),))
+                int8[(arch, batch)] = (row, combine_rounds(timings["ort fp32"])[0])
+                ort_int8[(arch, batch)] = combine_rounds(timings["ort int8"]) + agreement
 
     per_op = {}
     if args.per_op:
@@ -401,7 +407,8 @@ def main():
               f"in {fallback_precision()} until 99% of those images keep their fp32 top-1, 'not i8' the share of the "
               "work they hold; 'all-i8': --int8-agreement 0), onnxruntime quantize_static (QDQ, per-channel, MinMax) "
               "on the same; top-1: agreement with own fp32 on 100 other images; "
-              "ort ms*: onnxruntime fp32 timed again right beside the int8 runs")
+              "ort ms*: onnxruntime fp32 timed again in turn with the int8 runs; int8 timings: median of "
+              f"{args.rounds} rounds")
     print(header)
     for arch in models:
         for batch in batches:

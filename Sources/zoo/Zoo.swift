@@ -141,7 +141,7 @@ struct ModelOptions: ParsableArguments {
     var threads: Int?
     @Option(help: "fp32; bf16: bfloat16 weights and activations with float32 accumulation and classifier (AVX512-BF16); int8: quantized with the scales of --calibrate (AVX512-VNNI).")
     var precision: Precision = .fp32
-    @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see) to measure activation ranges on; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
+    @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see, better not its training images) to measure activation ranges on and check int8's answers against fp32's; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
     var calibrate: String?
     @Option(help: ArgumentHelp("With --calibrate: keep blocks in float32 until int8 keeps this percentage of the float32 top-1 classes on the calibration images (default 99; 0 makes every block int8).", valueName: "percent"))
     var int8Agreement: Double?

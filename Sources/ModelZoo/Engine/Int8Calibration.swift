@@ -342,8 +342,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
             var kept = ""
             if let tuning = calibration.tuning {
                 kept = String(format: "; top-1 kept on %.1f%% of them", tuning.agreement * 100)
-                    + (tuning.floatBlocks.isEmpty ? " all in int8"
-                        : String(format: " with %d blocks in %@ (%.0f%% of the work)", tuning.floatBlocks.count,
+                    + (tuning.floatBlocks.isEmpty ? ", all in int8"
+                        : String(format: ", with %d blocks in %@ (%.0f%% of the work)", tuning.floatBlocks.count,
                                  tuning.fallback, tuning.floatMACs * 100))
             }
             log("int8: calibrated on \(calibration.images) images from \(directory)\(kept); scales saved to \(path)")

@@ -75,10 +75,10 @@ final class Int8Tests: XCTestCase {
     }
 
     /// oneDNN's int8 kernels by name: VNNI ones (`jit_int8:avx512_core_vnni`,
-    /// `brgconv:avx512_core_vnni`) and, on processors with AMX, its tile kernels
-    /// (`brgconv_1x1:avx512_core_amx_int8`).
+    /// `brgconv:avx512_core_vnni`), on processors with AMX its tile kernels
+    /// (`brgconv_1x1:avx512_core_amx_int8`), and its int8 GEMM (`gemm_x8s8s32x`).
     static func isInt8Kernel(_ implementation: String) -> Bool {
-        implementation.contains("vnni") || implementation.contains("amx_int8") || implementation.contains("int8")
+        ["vnni", "int8", "x8s8"].contains { implementation.contains($0) }
     }
 
     func testInt8UsesVNNIKernelsAndFloat32Islands() throws {
@@ -146,10 +146,11 @@ final class Int8Tests: XCTestCase {
         XCTAssertEqual(middle.count, 3)
         calibration.floatLayers = middle
         let network = try Network(net, weights: weights, batch: 4, precision: .int8, calibration: calibration)
-        let fallbackKernel = Precision.int8Fallback == .bf16 ? "bf16" : "avx512_core"
         for (layer, implementation) in network.kernels where layer != net.architecture.headLayer {
             XCTAssertEqual(Self.isInt8Kernel(implementation), !middle.contains(layer), "\(layer): \(implementation)")
-            if middle.contains(layer) { XCTAssertTrue(implementation.contains(fallbackKernel), "\(layer): \(implementation)") }
+            if middle.contains(layer) && Precision.int8Fallback == .bf16 {
+                XCTAssertTrue(implementation.contains("bf16"), "\(layer): \(implementation)")
+            }
         }
         let mixed = try PrecisionCheck.compare(net, weights: weights, precision: .int8, inputs: inputs, source: "test",
                                                calibration: calibration)

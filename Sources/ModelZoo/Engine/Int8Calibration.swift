@@ -52,7 +52,7 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     public var tuning: Tuning?
 
     /// The agreement tuning's record: how often int8 kept the float32 top-1 class on the
-    /// calibration images, with every block in int8 and with `floatBlocks` in float32.
+    /// calibration images, with every block in int8 and with `floatBlocks` kept out of it.
     public struct Tuning: Codable, Sendable, Equatable {
         public var target: Double
         public var images: Int
@@ -143,8 +143,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     /// on `batches`. Ranking: each block alone out of int8, by the logit error left (squared
     /// error over the float32 logits' variance, summed over the images); then blocks join
     /// in that order, measuring the agreement after each, and once the target holds each
-    /// goes back to int8 where the target still holds without it. A network whose output is not a
-    /// class vector (a no-top feature map) is returned as it is.
+    /// goes back to int8 where the target still holds without it. A network whose output is
+    /// not a class vector (a no-top feature map) is returned as it is.
     static func tune(_ calibration: Int8Calibration, net: ResolvedNetwork, weights: [String: Tensor], batches: [Tensor],
                      target: Double, images limit: Int?, threads: Int?, log: (String) -> Void) throws -> Int8Calibration {
         guard let first = batches.first else { return calibration }

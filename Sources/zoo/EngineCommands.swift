@@ -103,8 +103,11 @@ struct BenchReport: Encodable {
     let convolutions: ConvolutionAlgorithm
     let result: BenchmarkResult
     let check: PrecisionCheck?
+    /// The int8 calibration's agreement tuning, when the network ran int8.
+    var tuning: Int8Calibration.Tuning? = nil
 
     enum Keys: String, CodingKey {
+        case int8Tuning = "int8_tuning"
         case architecture, batch, threads, iterations, precision, convolutions, msPerBatch = "ms_per_batch"
         case medianMsPerBatch = "median_ms_per_batch", minMsPerBatch = "min_ms_per_batch"
         case imagesPerSecond = "images_per_second", gflops, maxRelativeLogitError = "max_relative_logit_error"
@@ -130,6 +133,7 @@ struct BenchReport: Encodable {
             try root.encode(check.top1Agreement, forKey: .top1Agreement)
             try root.encode(check.inputs, forKey: .comparedInputs)
         }
+        try root.encodeIfPresent(tuning, forKey: .int8Tuning)
     }
 }
 
@@ -185,9 +189,11 @@ struct Bench: ParsableCommand {
             }
             if format == .json {
                 print(encodeJSON(BenchReport(architecture: model.report.architecture, precision: source.precision, convolutions: source.convolutions,
-                                             result: result, check: check)), terminator: "")
+                                             result: result, check: check, tuning: calibration?.tuning)), terminator: "")
             } else {
-                print("\(model.report.architecture ?? "?") [\(source.precision.rawValue)]: \(result)")
+                // An int8 network the calibration kept partly out of int8 says so in its label.
+                let label = [source.precision.rawValue] + (calibration?.fallbackSummary.map { [$0] } ?? [])
+                print("\(model.report.architecture ?? "?") [\(label.joined(separator: ", "))]: \(result)")
                 if let check { print(check) }
             }
         }

@@ -177,6 +177,11 @@ final class Int8Tests: XCTestCase {
         let tuned = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test",
                                                   agreementTarget: 1, images: 44) { lines.append($0) }
         let tuning = try XCTUnwrap(tuned.tuning)
+        // What `bench` puts in its label: how many blocks, in what, and their share of the work.
+        let summary = try XCTUnwrap(tuned.fallbackSummary)
+        XCTAssertTrue(summary.hasPrefix("\(tuning.floatBlocks.count) block"), summary)
+        XCTAssertTrue(summary.contains(" in \(tuning.fallback), "), summary)
+        XCTAssertTrue(summary.hasSuffix(String(format: "%.0f%% of the work", tuning.floatMACs * 100)), summary)
         XCTAssertEqual(tuning.images, 44)
         XCTAssertEqual(tuned.images, 44)
         XCTAssertLessThan(tuning.allInt8Agreement, 1, "this net and these inputs were picked for int8 to drift")
@@ -202,10 +207,12 @@ final class Int8Tests: XCTestCase {
         let untuned = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test", images: 44)
         XCTAssertNil(untuned.tuning)
         XCTAssertNil(untuned.floatLayers)
+        XCTAssertNil(untuned.fallbackSummary)
         let reached = try Int8Calibration.calibrate(net, weights: weights, batches: batches, source: "test",
                                                     agreementTarget: tuning.allInt8Agreement, images: 44)
         XCTAssertEqual(reached.tuning?.floatBlocks, [])
         XCTAssertEqual(reached.floatLayers, [])
+        XCTAssertNil(reached.fallbackSummary)
 
         // The record survives the file; a file from before the tuning reads as all int8.
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("int8-\(UUID().uuidString).json").path
@@ -277,6 +284,8 @@ final class Int8Tests: XCTestCase {
         XCTAssertFalse(bench.stderr.contains("calibrated"), "the saved scales are reused: \(bench.stderr)")
         let json = try CLI.json(bench)
         XCTAssertEqual(json["precision"] as? String, "int8")
+        let tuning = try XCTUnwrap(json["int8_tuning"] as? [String: Any], "\(json)")
+        XCTAssertEqual(tuning["float_blocks"] as? [String], [])
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(json["top1_agreement"] as? Double), 0.98)
         XCTAssertLessThan(try XCTUnwrap(json["max_relative_logit_error"] as? Double), 0.1)
 

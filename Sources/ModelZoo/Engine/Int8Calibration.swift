@@ -79,6 +79,14 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
         case floatLayers = "float_layers"
     }
 
+    /// What an int8 network built from this calibration computes outside int8, for labels:
+    /// "4 blocks in bf16, 25% of the work"; nil when every block is int8.
+    public var fallbackSummary: String? {
+        guard let tuning, !tuning.floatBlocks.isEmpty else { return nil }
+        return String(format: "%d block%@ in %@, %.0f%% of the work", tuning.floatBlocks.count,
+                      tuning.floatBlocks.count == 1 ? "" : "s", tuning.fallback, tuning.floatMACs * 100)
+    }
+
     /// Where the calibration of a weight file lives.
     public static func path(besideWeights weights: String) -> String { weights + ".int8.json" }
 
@@ -342,9 +350,7 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
             var kept = ""
             if let tuning = calibration.tuning {
                 kept = String(format: "; top-1 kept on %.1f%% of them", tuning.agreement * 100)
-                    + (tuning.floatBlocks.isEmpty ? ", all in int8"
-                        : String(format: ", with %d blocks in %@ (%.0f%% of the work)", tuning.floatBlocks.count,
-                                 tuning.fallback, tuning.floatMACs * 100))
+                    + (calibration.fallbackSummary.map { ", with \($0)" } ?? ", all in int8")
             }
             log("int8: calibrated on \(calibration.images) images from \(directory)\(kept); scales saved to \(path)")
             return calibration

@@ -351,6 +351,12 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
             if let tuning = calibration.tuning {
                 kept = String(format: "; top-1 kept on %.1f%% of them", tuning.agreement * 100)
                     + (calibration.fallbackSummary.map { ", with \($0)" } ?? ", all in int8")
+                if tuning.agreement < tuning.target {
+                    // Every block out of int8 and still short: the fallback precision's own
+                    // rounding moves those answers; that precision alone is as good.
+                    kept += String(format: ", short of the %.1f%% target even so (about the same network as --precision %@)",
+                                   tuning.target * 100, tuning.fallback)
+                }
             }
             log("int8: calibrated on \(calibration.images) images from \(directory)\(kept); scales saved to \(path)")
             return calibration

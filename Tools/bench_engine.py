@@ -276,12 +276,6 @@ def time_zoo(path, batch, threads, iterations, verbose=False, precision="fp32", 
     return (timing, zoo_per_op(lines[:start])) if verbose else timing
 
 
-def fallback_precision():
-    """What zoo computes the blocks it keeps out of int8 in on this processor."""
-    flags = open("/proc/cpuinfo").read()
-    return "bf16" if "avx512_bf16" in flags else "fp32"
-
-
 def combine_rounds(rounds):
     """(median of the rounds' medians, smallest minimum) over several (median, min) timings."""
     return statistics.median(r[0] for r in rounds), min(r[1] for r in rounds)
@@ -338,6 +332,7 @@ def main():
                                                iterations, precision="bf16")
 
     int8, ort_int8 = {}, {}
+    fallback = "?"  # what zoo computes the blocks it keeps out of int8 in, from its calibration
     if args.int8:
         calibration = make_images(os.path.join(args.onnx_dir, "calibration"), 200, seed=1)
         evaluation = make_images(os.path.join(args.onnx_dir, "evaluation"), 100, seed=2)
@@ -377,6 +372,7 @@ def main():
                         tuning = json.load(handle).get("tuning") or {}
                     row[variant] = (combine_rounds(timings[variant]) + zoo_agreement[variant]
                                     + (tuning.get("float_macs", 0.0),))
+                    fallback = tuning.get("fallback", fallback)
                 int8[(arch, batch)] = (row, combine_rounds(timings["ort fp32"])[0])
                 ort_int8[(arch, batch)] = combine_rounds(timings["ort int8"]) + agreement
 
@@ -404,7 +400,7 @@ def main():
           f"load {os.getloadavg()[0]:.2f}")
     if args.int8:
         print("int8: zoo calibrated on 200 generated images (percentile 99.99; 'int8': blocks kept out of int8 "
-              f"in {fallback_precision()} until 99% of those images keep their fp32 top-1, 'not i8' the share of the "
+              f"in {fallback} until 99% of those images keep their fp32 top-1, 'not i8' the share of the "
               "work they hold; 'all-i8': --int8-agreement 0), onnxruntime quantize_static (QDQ, per-channel, MinMax) "
               "on the same; top-1: agreement with own fp32 on 100 other images; "
               "ort ms*: onnxruntime fp32 timed again in turn with the int8 runs; int8 timings: median of "

@@ -143,7 +143,7 @@ struct ModelOptions: ParsableArguments {
     var precision: Precision = .fp32
     @Option(help: ArgumentHelp("With --precision int8: a folder of images (a few hundred, like the ones the model will see, better not its training images) to measure activation ranges on and check int8's answers against fp32's; the scales are saved beside the weights as WEIGHTS.int8.json and later runs reuse them.", valueName: "dir"))
     var calibrate: String?
-    @Option(help: ArgumentHelp("With --calibrate: keep blocks in float32 until int8 keeps this percentage of the float32 top-1 classes on the calibration images (default 99; 0 makes every block int8).", valueName: "percent"))
+    @Option(help: ArgumentHelp("With --calibrate: keep blocks out of int8 (in bf16 where the processor has AVX512-BF16, else fp32) until the network keeps this percentage of the float32 top-1 classes on the calibration images (default 99; 0 makes every block int8).", valueName: "percent"))
     var int8Agreement: Double?
     @Option(help: "How fp32 3x3 stride-1 convolutions are computed: winograd (2.25x fewer multiplications, logits within about 1e-6 of direct) or direct (closest to other engines' rounding).")
     var convolutions: ConvolutionAlgorithm = .winograd

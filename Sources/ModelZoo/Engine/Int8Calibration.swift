@@ -126,10 +126,12 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
         let network = try Network(net, weights: weights, batch: first.shape[0], threads: threads, probing: true)
         var histograms: [String: AbsHistogram] = [:]
         var images = 0
+        // The float32 logits, which the tuning compares int8's with.
+        var logits: [Tensor] = []
         for batch in batches {
-            try network.forwardProbing(batch) { name, values in
+            logits.append(try network.forwardProbing(batch) { name, values in
                 histograms[name, default: AbsHistogram(bins: bins)].add(values)
-            }
+            })
             images += batch.shape[0]
         }
         var thresholds: [String: Float] = [:]
@@ -143,8 +145,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
                                            + "weights per output channel by their maximum",
                                        images: limit ?? images, source: source, thresholds: thresholds)
         guard agreementTarget > 0 else { return measured }
-        return try tune(measured, net: net, weights: weights, batches: batches, target: agreementTarget,
-                        images: limit, threads: threads, log: log)
+        return try tune(measured, net: net, weights: weights, batches: batches, float32Logits: logits,
+                        target: agreementTarget, images: limit, threads: threads, log: log)
     }
 
     /// Keeps blocks out of int8 until the network keeps `target` of the float32 top-1 classes
@@ -154,98 +156,85 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
     /// goes back to int8 where the target still holds without it. A network whose output is
     /// not a class vector (a no-top feature map) is returned as it is.
     static func tune(_ calibration: Int8Calibration, net: ResolvedNetwork, weights: [String: Tensor], batches: [Tensor],
-                     target: Double, images limit: Int?, threads: Int?, log: (String) -> Void) throws -> Int8Calibration {
-        guard let first = batches.first else { return calibration }
+                     float32Logits expected: [Tensor], target: Double, images limit: Int?, threads: Int?,
+                     log: (String) -> Void) throws -> Int8Calibration {
+        guard let first = expected.first, first.shape.count == 2, first.shape[1] > 1 else { return calibration }
         let batch = first.shape[0]
-        let reference = try Network(net, weights: weights, batch: batch, threads: threads)
-        let expected = try batches.map { try reference.forward($0) }
-        guard expected[0].shape.count == 2, expected[0].shape[1] > 1 else { return calibration }
         let rows = min(limit ?? batches.count * batch, batches.count * batch)
 
-        func measure(_ floatLayers: Set<String>) throws -> (agreement: Double, error: Double) {
+        func measure(_ blocks: [QuantizableBlock]) throws -> LogitComparison {
             var candidate = calibration
-            candidate.floatLayers = floatLayers.sorted()
+            candidate.floatLayers = Set(blocks.flatMap(\.layers)).sorted()
             let network = try Network(net, weights: weights, batch: batch, threads: threads, precision: .int8,
                                       calibration: candidate)
-            var agree = 0, row = 0
-            var squaredError = 0.0, variance = 0.0
-            for (input, x) in zip(batches, expected) where row < rows {
-                let y = try network.forward(input)
-                let width = x.count / batch
-                for r in 0..<batch where row < rows {
-                    let a = x.data[(r * width)..<((r + 1) * width)], b = y.data[(r * width)..<((r + 1) * width)]
-                    let mean = a.reduce(0.0) { $0 + Double($1) } / Double(width)
-                    for (u, v) in zip(a, b) {
-                        squaredError += Double(u - v) * Double(u - v)
-                        variance += (Double(u) - mean) * (Double(u) - mean)
-                    }
-                    if a.indices.max(by: { a[$0] < a[$1] }) == b.indices.max(by: { b[$0] < b[$1] }) { agree += 1 }
-                    row += 1
-                }
-            }
-            return (Double(agree) / Double(max(row, 1)), variance > 0 ? squaredError / variance : 0)
+            var comparison = LogitComparison(limit: rows)
+            for (input, x) in zip(batches, expected) { comparison.add(reference: x, try network.forward(input)) }
+            return comparison
         }
         func percent(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
+        let totalMACs = max(net.totalMACs, 1)
+        func share(_ blocks: [QuantizableBlock]) -> Double { Double(blocks.reduce(0) { $0 + $1.macs }) / Double(totalMACs) }
 
-        let allInt8 = try measure([])
+        let allInt8 = try measure([]).agreement
         var tuned = calibration
         let fallback = Precision.int8Fallback.rawValue
         tuned.method += "; blocks kept out of int8 (\(fallback)) until it keeps \(percent(target)) of the float32 "
             + "top-1 classes on the calibration images"
         tuned.floatLayers = []
-        tuned.tuning = Tuning(target: target, images: rows, allInt8Agreement: allInt8.agreement,
-                              agreement: allInt8.agreement, floatBlocks: [], floatMACs: 0, fallback: fallback)
-        guard allInt8.agreement < target else { return tuned }
+        tuned.tuning = Tuning(target: target, images: rows, allInt8Agreement: allInt8,
+                              agreement: allInt8, floatBlocks: [], floatMACs: 0, fallback: fallback)
+        guard allInt8 < target else { return tuned }
 
         let blocks = quantizableBlocks(net)
-        log("int8: all in int8 keeps \(percent(allInt8.agreement)) of the top-1 classes on \(rows) calibration images "
+        log("int8: all in int8 keeps \(percent(allInt8)) of the top-1 classes on \(rows) calibration images "
             + "(target \(percent(target))); ranking \(blocks.count) blocks to keep in \(fallback)")
-        let ranked = try blocks.enumerated().map { index, block in
-            (index: index, block: block, error: try measure(Set(block.layers)).error)
-        }.sorted { ($0.error, $0.index) < ($1.error, $1.index) }
-        let totalMACs = max(net.totalMACs, 1)
-        var chosen: [(name: String, layers: [String], macs: Int)] = []
-        func layers(_ blocks: [(name: String, layers: [String], macs: Int)]) -> Set<String> {
-            Set(blocks.flatMap(\.layers))
-        }
-        func share(_ blocks: [(name: String, layers: [String], macs: Int)]) -> String {
-            percent(Double(blocks.reduce(0) { $0 + $1.macs }) / Double(totalMACs))
-        }
+        // Sorting is stable: blocks leaving the same error keep the network's order.
+        let ranked = try blocks.map { (block: $0, error: try measure([$0]).relativeSquaredError) }
+            .enumerated().sorted { ($0.element.error, $0.offset) < ($1.element.error, $1.offset) }.map(\.element.block)
+        var chosen: [QuantizableBlock] = []
         var reached = allInt8
-        for entry in ranked {
-            chosen.append(entry.block)
-            reached = try measure(layers(chosen))
-            log("int8: + \(entry.block.name) in \(fallback): \(percent(reached.agreement)) kept, "
-                + "\(share(chosen)) of the work in \(fallback)")
-            if reached.agreement >= target { break }
+        for block in ranked {
+            chosen.append(block)
+            reached = try measure(chosen).agreement
+            log("int8: + \(block.name) in \(fallback): \(percent(reached)) kept, "
+                + "\(percent(share(chosen))) of the work in \(fallback)")
+            if reached >= target { break }
         }
         // The agreement does not grow block by block (a block's noise can cancel
         // another's), so a block chosen early may no longer be needed: each goes back to
         // int8, the last chosen first, where the target still holds without it.
-        if reached.agreement >= target {
-            for block in chosen.reversed() where chosen.count > 1 {
-                let without = chosen.filter { $0.name != block.name }
-                let trial = try measure(layers(without))
-                guard trial.agreement >= target else { continue }
+        if reached >= target {
+            for index in chosen.indices.reversed() where chosen.count > 1 {
+                var without = chosen
+                let block = without.remove(at: index)
+                let trial = try measure(without).agreement
+                guard trial >= target else { continue }
                 chosen = without
                 reached = trial
-                log("int8: - \(block.name) back in int8: \(percent(reached.agreement)) kept, "
-                    + "\(share(chosen)) of the work in \(fallback)")
+                log("int8: - \(block.name) back in int8: \(percent(reached)) kept, "
+                    + "\(percent(share(chosen))) of the work in \(fallback)")
             }
         }
-        tuned.floatLayers = layers(chosen).sorted()
+        tuned.floatLayers = Set(chosen.flatMap(\.layers)).sorted()
         tuned.tuning?.floatBlocks = chosen.map(\.name)
-        tuned.tuning?.agreement = reached.agreement
-        tuned.tuning?.floatMACs = Double(chosen.reduce(0) { $0 + $1.macs }) / Double(totalMACs)
+        tuned.tuning?.agreement = reached
+        tuned.tuning?.floatMACs = share(chosen)
         return tuned
     }
 
-    /// The network's blocks (`TransferBlocks`) that hold a layer int8 computes: a
-    /// convolution, or an inner product other than the classifier (which is float32 always).
-    static func quantizableBlocks(_ net: ResolvedNetwork) -> [(name: String, layers: [String], macs: Int)] {
+    /// A block of the network (`TransferBlocks`) as the tuning moves it: the layers in it
+    /// int8 computes and their multiply-accumulates.
+    struct QuantizableBlock {
+        let name: String
+        let layers: [String]
+        let macs: Int
+    }
+
+    /// The network's blocks that hold a layer int8 computes: a convolution, or an inner
+    /// product other than the classifier (which is float32 always).
+    static func quantizableBlocks(_ net: ResolvedNetwork) -> [QuantizableBlock] {
         TransferBlocks.blocks(of: net).compactMap { block in
-            let layers = block.layers.map { net.layers[$0] }
-            let quantizable = layers.filter { resolved in
+            let quantizable = block.layers.map { net.layers[$0] }.filter { resolved in
                 switch resolved.layer.op {
                 case .conv: return true
                 case .linear: return resolved.layer.name != net.architecture.headLayer
@@ -253,7 +242,8 @@ public struct Int8Calibration: Codable, Sendable, Equatable {
                 }
             }
             guard !quantizable.isEmpty else { return nil }
-            return (block.name, quantizable.map(\.layer.name), quantizable.reduce(0) { $0 + $1.macs })
+            return QuantizableBlock(name: block.name, layers: quantizable.map(\.layer.name),
+                                    macs: quantizable.reduce(0) { $0 + $1.macs })
         }
     }
 

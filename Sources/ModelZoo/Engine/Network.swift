@@ -131,12 +131,14 @@ public final class Network {
     }
 
     /// Runs the network and hands every probed activation tensor (plain NCHW, float32) to
-    /// `body` by the name of the layer that wrote it.
-    func forwardProbing(_ input: Tensor, _ body: (String, UnsafeBufferPointer<Float>) throws -> Void) throws {
-        _ = try forward(input)
+    /// `body` by the name of the layer that wrote it; returns the logits, as `forward` does.
+    @discardableResult
+    func forwardProbing(_ input: Tensor, _ body: (String, UnsafeBufferPointer<Float>) throws -> Void) throws -> Tensor {
+        let output = try forward(input)
         for probe in program.probes {
             try body(probe.name, UnsafeBufferPointer(start: probe.buffer, count: probe.count))
         }
+        return output
     }
 
     /// Bytes of the one buffer all activations share (tensors whose lifetimes do not overlap

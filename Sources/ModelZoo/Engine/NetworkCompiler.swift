@@ -91,18 +91,17 @@ final class NetworkCompiler {
         case .fp32: dnnl_f32
         }
     }
-    /// Whether oneDNN may use AMX tiles here (its effective ISA includes them).
-    static let hasAMX: Bool = {
-        let amx = dnnl_cpu_isa_avx512_core_amx.rawValue
-        return dnnl_get_effective_cpu_isa().rawValue & amx == amx
-    }()
+    /// Whether oneDNN's effective instruction set here includes `isa` (each ISA's value
+    /// holds the bits of those it extends).
+    static func cpuHas(_ isa: dnnl_cpu_isa_t) -> Bool {
+        dnnl_get_effective_cpu_isa().rawValue & isa.rawValue == isa.rawValue
+    }
+    /// Whether oneDNN may use AMX tiles here.
+    static let hasAMX = cpuHas(dnnl_cpu_isa_avx512_core_amx)
     /// bfloat16 where the processor has AVX512-BF16: the blocks int8 would change answers
     /// in then run at about half the float32 time, with logits within about 1% of float32's
     /// (PrecisionTests); float32 elsewhere, where oneDNN would emulate bfloat16 slowly.
-    static let int8FallbackType: dnnl_data_type_t = {
-        let bf16 = dnnl_cpu_isa_avx512_core_bf16.rawValue
-        return dnnl_get_effective_cpu_isa().rawValue & bf16 == bf16 ? dnnl_bf16 : dnnl_f32
-    }()
+    static let int8FallbackType = cpuHas(dnnl_cpu_isa_avx512_core_bf16) ? dnnl_bf16 : dnnl_f32
 
     /// Clipping threshold per activation tensor under `.int8` (see `Int8Calibration`); a
     /// tensor without one stays float32, and so does every layer reading it until a

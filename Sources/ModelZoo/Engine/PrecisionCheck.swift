@@ -29,24 +29,12 @@ public struct PrecisionCheck: Sendable, CustomStringConvertible {
         let reference = try Network(net, weights: weights, batch: batch, threads: threads)
         let reduced = try Network(net, weights: weights, batch: batch, threads: threads, precision: precision,
                                   calibration: calibration)
-        var worst = 0.0
-        var agree = 0, total = 0
+        var comparison = LogitComparison(limit: limit)
         for input in inputs {
-            let a = try reference.forward(input)
-            let b = try reduced.forward(input)
-            let width = a.count / batch
-            for row in 0..<batch where limit.map({ total < $0 }) ?? true {
-                let x = a.data[(row * width)..<((row + 1) * width)]
-                let y = b.data[(row * width)..<((row + 1) * width)]
-                let scale = Double(x.map { abs($0) }.max() ?? 0)
-                let difference = Double(zip(x, y).map { abs($0 - $1) }.max() ?? 0)
-                if scale > 0 { worst = max(worst, difference / scale) }
-                if x.indices.max(by: { x[$0] < x[$1] }) == y.indices.max(by: { y[$0] < y[$1] }) { agree += 1 }
-                total += 1
-            }
+            comparison.add(reference: try reference.forward(input), try reduced.forward(input))
         }
-        return PrecisionCheck(precision: precision, inputs: total, maxRelativeError: worst,
-                              top1Agreement: Double(agree) / Double(max(total, 1)), source: source)
+        return PrecisionCheck(precision: precision, inputs: comparison.rows, maxRelativeError: comparison.worstRelativeError,
+                              top1Agreement: comparison.agreement, source: source)
     }
 
     /// The images of `directory` (recursively) through the model's preprocessing, in
@@ -77,5 +65,46 @@ public struct PrecisionCheck: Sendable, CustomStringConvertible {
 
     public static func imageCount(in directory: String, limit: Int = 1000) throws -> Int {
         min(limit, try Int8Calibration.imagePaths(in: directory).count)
+    }
+}
+
+/// Reduced-precision logits beside float32 ones, row by row (one row an input): what
+/// `PrecisionCheck` reports and what the int8 agreement tuning steers by.
+struct LogitComparison {
+    /// Rows counted at most (the last batch may be padded with repeated inputs).
+    let limit: Int?
+    private(set) var rows = 0
+    private(set) var agreeing = 0
+    /// The largest |difference| over the largest |float32 logit| of its row.
+    private(set) var worstRelativeError = 0.0
+    private(set) var squaredError = 0.0
+    /// Of the float32 logits around each row's mean.
+    private(set) var variance = 0.0
+
+    init(limit: Int? = nil) { self.limit = limit }
+
+    /// Rows whose float32 top-1 class the reduced logits keep.
+    var agreement: Double { Double(agreeing) / Double(max(rows, 1)) }
+    /// Squared error over the float32 logits' variance, summed over the rows.
+    var relativeSquaredError: Double { variance > 0 ? squaredError / variance : 0 }
+
+    /// Both tensors [batch, classes] (or [batch, ...]) from the same inputs.
+    mutating func add(reference: Tensor, _ reduced: Tensor) {
+        let batch = reference.shape[0]
+        let width = reference.count / max(batch, 1)
+        for row in 0..<batch where limit.map({ rows < $0 }) ?? true {
+            let x = reference.data[(row * width)..<((row + 1) * width)]
+            let y = reduced.data[(row * width)..<((row + 1) * width)]
+            let scale = Double(x.map { abs($0) }.max() ?? 0)
+            let difference = Double(zip(x, y).map { abs($0 - $1) }.max() ?? 0)
+            if scale > 0 { worstRelativeError = max(worstRelativeError, difference / scale) }
+            let mean = x.reduce(0.0) { $0 + Double($1) } / Double(width)
+            for (u, v) in zip(x, y) {
+                squaredError += Double(u - v) * Double(u - v)
+                variance += (Double(u) - mean) * (Double(u) - mean)
+            }
+            if x.indices.max(by: { x[$0] < x[$1] }) == y.indices.max(by: { y[$0] < y[$1] }) { agreeing += 1 }
+            rows += 1
+        }
     }
 }
